@@ -1,0 +1,376 @@
+"""nets.py -- hand-written NumPy networks for policy gradients. No autograd.
+
+What is here, top to bottom:
+  MLP            forward (with a cache), backward (J^T u), jvp (J v, the "R-op"), one flat parameter vector
+  Categorical    policy head over logits                    } one interface: sample, mode, log_prob, dlogp,
+  DiagGaussian   mean from the MLP, state-independent log-std } entropy, dentropy, kl, dkl, fisher
+  Policy         MLP + head; its parameters theta are one flat vector
+  per_sample_grads  grad_theta log pi(a_i|s_i) for every sample i, as an (N, P) array (numba)
+  Adam, RMSprop, clip_grad_norm   hand-written optimisers (they *minimise*; algorithms pass minus the ascent direction)
+  Agent          the policy pi_theta and the critic V_phi, with their optimisers
+
+Conventions: a trailing shape comment `# (N, D)` where an array is made. N = samples, D = head parameters
+(D = A logits, or 2A for mean and log-std), P = number of parameters. Everything is float64 unless the
+caller passes float32 arrays. This file imports only numpy and numba, so it can be copied into coursework.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+ACTIVATIONS = ("tanh", "relu")
+
+
+def orthogonal(rng, n_in, n_out, gain):
+    """Orthogonal init (Saxe et al. 2014), as in Spinning Up / CleanRL / SB3. Returns W: (n_in, n_out)."""
+    a = rng.standard_normal((max(n_in, n_out), min(n_in, n_out)))
+    q, r = np.linalg.qr(a)
+    q = q * np.sign(np.diag(r))  # make the decomposition unique, so the init is uniform over orthogonal matrices
+    W = q if n_in >= n_out else q.T
+    return gain * W[:n_in, :n_out]
+
+
+class MLP:
+    """y = W_L f(... f(x W_1 + b_1) ...) + b_L with f = tanh or relu.
+
+    All weights live in one flat vector `theta` (P,); `W[l]` (n_in, n_out) and `b[l]` (n_out,) are views into it,
+    so get/set of the flat vector (natural gradient, TRPO) and per-layer code see the same numbers.
+    Flat order: W_1 row-major, b_1, W_2, b_2, ...
+    """
+
+    def __init__(self, sizes, activation="tanh", out_gain=1.0, rng=None, hidden_gain=math.sqrt(2)):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
+            raise ValueError(f"sizes must be (in, hidden..., out) with positive ints, got {sizes}")
+        rng = np.random.default_rng(0) if rng is None else rng
+        self.sizes, self.activation = tuple(int(s) for s in sizes), activation
+        shapes = list(zip(self.sizes[:-1], self.sizes[1:]))
+        self.theta = np.zeros(sum(i * o + o for i, o in shapes))  # (P,)
+        self.W, self.b, k = [], [], 0
+        for i, o in shapes:
+            self.W.append(self.theta[k:k + i * o].reshape(i, o)); k += i * o
+            self.b.append(self.theta[k:k + o]); k += o
+        for l, (i, o) in enumerate(shapes):  # gains: sqrt(2) hidden, out_gain (0.01 policy, 1.0 value) last
+            self.W[l][:] = orthogonal(rng, i, o, out_gain if l == len(shapes) - 1 else hidden_gain)
+
+    def _act(self, a):
+        return np.tanh(a) if self.activation == "tanh" else np.maximum(a, 0.0)
+
+    def _dact(self, h):
+        """f'(a) written in terms of h = f(a): tanh' = 1 - h^2, relu' = [h > 0]."""
+        return 1.0 - h * h if self.activation == "tanh" else (h > 0).astype(h.dtype)
+
+    def forward(self, x):
+        """x: (N, n_in) -> y: (N, n_out), cache = the input of every layer [x, h_1, ..., h_{L-1}]."""
+        if x.ndim != 2 or x.shape[1] != self.sizes[0]:
+            raise ValueError(f"MLP input must have shape (N, {self.sizes[0]}), got {x.shape}")
+        hs = [x]
+        for l in range(len(self.W) - 1):
+            hs.append(self._act(hs[-1] @ self.W[l] + self.b[l]))  # (N, n_l)
+        return hs[-1] @ self.W[-1] + self.b[-1], hs
+
+    def deltas(self, dy, hs):
+        """Backprop dy (N, n_out) through the layers; yields (l, d_l) with d_l = dLoss/d(pre-activation of layer l)."""
+        if dy.shape != (hs[0].shape[0], self.sizes[-1]):
+            raise ValueError(f"output gradient must have shape ({hs[0].shape[0]}, {self.sizes[-1]}), got {dy.shape}")
+        d = dy
+        for l in range(len(self.W) - 1, -1, -1):
+            yield l, d
+            if l > 0:
+                d = (d @ self.W[l].T) * self._dact(hs[l])  # (N, n_l)
+
+    def backward(self, dy, hs):
+        """Returns (dtheta (P,), dx (N, n_in)): the gradient of sum_i <dy_i, y_i> w.r.t. parameters and inputs."""
+        dtheta = np.zeros_like(self.theta)
+        dW, db = self._views(dtheta)
+        for l, d in self.deltas(dy, hs):
+            dW[l][:] = hs[l].T @ d  # (n_in, n_out)
+            db[l][:] = d.sum(0)
+            if l == 0:
+                dx = d @ self.W[0].T  # (N, n_in)
+        return dtheta, dx
+
+    def jvp(self, dtheta, hs):
+        """Forward-mode derivative (the R-op): dy = J dtheta, (N, n_out), for a parameter direction dtheta (P,)."""
+        dW, db = self._views(dtheta)
+        dh = np.zeros_like(hs[0])  # the input does not depend on theta
+        for l in range(len(self.W)):
+            da = dh @ self.W[l] + hs[l] @ dW[l] + db[l]  # product rule on a = h W + b
+            if l < len(self.W) - 1:
+                dh = self._dact(hs[l + 1]) * da
+        return da
+
+    def _views(self, flat):
+        """The (W, b) views of any flat vector laid out like theta."""
+        Ws, bs, k = [], [], 0
+        for i, o in zip(self.sizes[:-1], self.sizes[1:]):
+            Ws.append(flat[k:k + i * o].reshape(i, o)); k += i * o
+            bs.append(flat[k:k + o]); k += o
+        return Ws, bs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Policy heads. z (N, D) are the distribution's parameters; every method is vectorised over the N rows.
+# Gradients are with respect to z; the Policy carries them on to theta.
+# ---------------------------------------------------------------------------------------------------------------
+
+def _softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)  # (N, A)
+
+
+def _log_softmax(z):
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))  # (N, A)
+
+
+class Categorical:
+    """pi(a|s) = softmax(z)_a over logits z (N, A), for Discrete(A) actions. 000 "Policies" (categorical)."""
+
+    def __init__(self, n):
+        self.n_out, self.D = n, n  # the MLP gives all D = A parameters; no state-independent ones
+
+    def sample(self, z, rng):
+        u = rng.random((z.shape[0], 1))
+        return np.minimum((_softmax(z).cumsum(1) < u).sum(1), self.n - 1)  # inverse CDF, (N,)
+
+    @property
+    def n(self):
+        return self.D
+
+    def mode(self, z):
+        return z.argmax(1)
+
+    def log_prob(self, z, a):
+        """log pi(a|s) = z_a - log sum_j exp z_j."""
+        return _log_softmax(z)[np.arange(len(a)), a.astype(np.int64)]  # (N,)
+
+    def dlogp(self, z, a):
+        """d log pi(a|s) / dz = onehot(a) - p."""
+        g = -_softmax(z)
+        g[np.arange(len(a)), a.astype(np.int64)] += 1.0
+        return g  # (N, A)
+
+    def entropy(self, z):
+        """H = -sum_j p_j log p_j."""
+        return -(_softmax(z) * _log_softmax(z)).sum(1)  # (N,)
+
+    def dentropy(self, z):
+        """dH/dz_j = -p_j (log p_j + H)."""
+        p, logp = _softmax(z), _log_softmax(z)
+        return -p * (logp + self.entropy(z)[:, None])  # (N, A)
+
+    def kl(self, z_old, z):
+        """KL(pi_old || pi) = sum_j p_old_j (log p_old_j - log p_j)."""
+        return (_softmax(z_old) * (_log_softmax(z_old) - _log_softmax(z))).sum(1)  # (N,)
+
+    def dkl(self, z_old, z):
+        """d KL(pi_old || pi) / dz = p - p_old."""
+        return _softmax(z) - _softmax(z_old)  # (N, A)
+
+    def fisher(self, z, dz):
+        """Fisher metric of the logits applied to dz: M dz = (diag(p) - p p^T) dz. 001 "Method 2: Natural Gradient"."""
+        p = _softmax(z)
+        return p * dz - p * (p * dz).sum(1, keepdims=True)  # (N, A)
+
+
+class DiagGaussian:
+    """pi(a|s) = N(mu, diag(sigma^2)), z = [mu (N, A), log_std (N, A)]; mu from the MLP, log_std a free
+    state-independent parameter (000 "Policies", diagonal Gaussian; 003 §2.5)."""
+
+    def __init__(self, act_dim):
+        self.A = act_dim
+        self.n_out, self.D = act_dim, 2 * act_dim  # the MLP gives mu; log_std are A extra parameters
+
+    def _split(self, z):
+        return z[:, :self.A], z[:, self.A:]
+
+    def sample(self, z, rng):
+        mu, log_std = self._split(z)
+        return mu + np.exp(log_std) * rng.standard_normal(mu.shape)  # a = mu + sigma * eps, (N, A)
+
+    def mode(self, z):
+        return self._split(z)[0]
+
+    def log_prob(self, z, a):
+        """log pi(a|s) = -1/2 sum_k ((a_k - mu_k)/sigma_k)^2 - sum_k log sigma_k - A/2 log(2 pi)."""
+        mu, log_std = self._split(z)
+        u = (a - mu) / np.exp(log_std)
+        return -0.5 * (u * u).sum(1) - log_std.sum(1) - 0.5 * self.A * math.log(2 * math.pi)  # (N,)
+
+    def dlogp(self, z, a):
+        """d log pi / d mu = (a - mu) / sigma^2,  d log pi / d log_std = ((a - mu)/sigma)^2 - 1."""
+        mu, log_std = self._split(z)
+        u = (a - mu) / np.exp(log_std)
+        return np.concatenate([u / np.exp(log_std), u * u - 1.0], 1)  # (N, 2A)
+
+    def entropy(self, z):
+        """H = sum_k (log sigma_k + 1/2 log(2 pi e))."""
+        return (self._split(z)[1] + 0.5 * math.log(2 * math.pi * math.e)).sum(1)  # (N,)
+
+    def dentropy(self, z):
+        """dH/dmu = 0, dH/dlog_std = 1."""
+        return np.concatenate([np.zeros_like(z[:, :self.A]), np.ones_like(z[:, self.A:])], 1)  # (N, 2A)
+
+    def kl(self, z_old, z):
+        """KL(pi_old || pi) = sum_k log(sigma_k/sigma_old_k) + (sigma_old_k^2 + (mu_old_k - mu_k)^2)/(2 sigma_k^2) - 1/2."""
+        (mu0, ls0), (mu, ls) = self._split(z_old), self._split(z)
+        return (ls - ls0 + (np.exp(2 * ls0) + (mu0 - mu) ** 2) / (2 * np.exp(2 * ls)) - 0.5).sum(1)  # (N,)
+
+    def dkl(self, z_old, z):
+        """dKL/dmu = (mu - mu_old)/sigma^2,  dKL/dlog_std = 1 - (sigma_old^2 + (mu_old - mu)^2)/sigma^2."""
+        (mu0, ls0), (mu, ls) = self._split(z_old), self._split(z)
+        var = np.exp(2 * ls)
+        return np.concatenate([(mu - mu0) / var, 1.0 - (np.exp(2 * ls0) + (mu0 - mu) ** 2) / var], 1)  # (N, 2A)
+
+    def fisher(self, z, dz):
+        """Fisher metric applied to dz: 1/sigma^2 on the mean, 2 on each log-std. 001 "Method 2: Natural Gradient"."""
+        log_std = self._split(z)[1]
+        return np.concatenate([dz[:, :self.A] / np.exp(2 * log_std), 2.0 * dz[:, self.A:]], 1)  # (N, 2A)
+
+
+class Policy:
+    """pi_theta(a|s): an MLP gives the first head.n_out columns of z; the head's state-independent parameters
+    (log-std for DiagGaussian, none for Categorical) give the rest. theta = [MLP weights, extra] (P,)."""
+
+    def __init__(self, obs_dim, head, hidden=(64, 64), activation="tanh", rng=None, init_log_std=0.0):
+        self.head = head
+        self.net = MLP((obs_dim, *hidden, head.n_out), activation, out_gain=0.01, rng=rng)
+        self.extra = np.full(head.D - head.n_out, float(init_log_std))  # (D - n_out,)
+
+    @property
+    def theta(self):
+        return np.concatenate([self.net.theta, self.extra])  # a copy, (P,)
+
+    @theta.setter
+    def theta(self, value):
+        if value.shape != (self.n_params,):
+            raise ValueError(f"theta must have shape ({self.n_params},), got {value.shape}")
+        self.net.theta[:] = value[:self.net.theta.size]
+        self.extra[:] = value[self.net.theta.size:]
+
+    @property
+    def n_params(self):
+        return self.net.theta.size + self.extra.size
+
+    def dist(self, obs):
+        """obs (N, obs_dim) -> z (N, D), cache."""
+        out, hs = self.net.forward(obs)
+        return np.concatenate([out, np.broadcast_to(self.extra, (len(obs), self.extra.size))], 1), hs
+
+    def backward(self, dz, hs):
+        """sum_i dz_i^T dz_i/dtheta: (P,). The extra parameters are shared by all rows, so their rows add up."""
+        dtheta_net, _ = self.net.backward(np.ascontiguousarray(dz[:, :self.head.n_out]), hs)
+        return np.concatenate([dtheta_net, dz[:, self.head.n_out:].sum(0)])
+
+    def jvp(self, dtheta, hs):
+        """J dtheta = dz for a parameter direction dtheta (P,): (N, D)."""
+        n = self.net.theta.size
+        dout = self.net.jvp(dtheta[:n], hs)
+        return np.concatenate([dout, np.broadcast_to(dtheta[n:], (len(dout), self.extra.size))], 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-sample gradients: row i of G is grad_theta of sum_k dz_ik z_ik for sample i alone. With dz = head.dlogp
+# this is grad_theta log pi(a_i|s_i), which the optimal baseline (003 §5.3.4) and the variance lab need.
+# The backprop of the deltas is batched (BLAS); numba writes the per-sample outer products straight into G.
+# ---------------------------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _outer_rows(G, col, h, d):
+    """G[i, col:col + n_in*n_out] = outer(h_i, d_i).ravel();  G[i, next n_out] = d_i.  h: (N, n_in), d: (N, n_out)."""
+    N, n_in = h.shape
+    n_out = d.shape[1]
+    for i in range(N):
+        k = col
+        for j in range(n_in):
+            hij = h[i, j]
+            for m in range(n_out):
+                G[i, k] = hij * d[i, m]
+                k += 1
+        for m in range(n_out):
+            G[i, k] = d[i, m]
+            k += 1
+
+
+def per_sample_grads(policy, hs, dz):
+    """hs: the cache of policy.dist(obs); dz: (N, D). Returns G: (N, P) in theta's flat order; G.sum(0) == backward."""
+    net, N = policy.net, len(dz)
+    G = np.empty((N, policy.n_params), dtype=dz.dtype)  # (N, P)
+    offsets = np.cumsum([0] + [W.size + b.size for W, b in zip(net.W, net.b)])
+    for l, d in net.deltas(np.ascontiguousarray(dz[:, :policy.head.n_out]), hs):
+        _outer_rows(G, offsets[l], np.ascontiguousarray(hs[l]), np.ascontiguousarray(d))
+    G[:, net.theta.size:] = dz[:, policy.head.n_out:]
+    return G
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Optimisers: hand-written, on flat vectors. step(theta, grad) moves theta *down* grad, in place.
+# ---------------------------------------------------------------------------------------------------------------
+
+class Adam:
+    """Adam (Kingma & Ba 2015): m <- b1 m + (1-b1) g; v <- b2 v + (1-b2) g^2; theta -= lr mhat / (sqrt(vhat) + eps)."""
+
+    def __init__(self, n, lr=3e-4, betas=(0.9, 0.999), eps=1e-8):
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.m, self.v, self.t = np.zeros(n), np.zeros(n), 0
+
+    def step(self, theta, grad, lr=None):
+        b1, b2 = self.betas
+        self.t += 1
+        self.m = b1 * self.m + (1 - b1) * grad
+        self.v = b2 * self.v + (1 - b2) * grad * grad
+        mhat, vhat = self.m / (1 - b1 ** self.t), self.v / (1 - b2 ** self.t)
+        return theta - (self.lr if lr is None else lr) * mhat / (np.sqrt(vhat) + self.eps)
+
+    def state(self):
+        return {"m": self.m, "v": self.v, "t": np.array(self.t)}
+
+    def load(self, state):
+        self.m, self.v, self.t = state["m"].copy(), state["v"].copy(), int(state["t"])
+
+
+class RMSprop(Adam):
+    """RMSprop as in A2C / SB3: v <- a v + (1-a) g^2; theta -= lr g / sqrt(v + eps). (m and betas[0] unused.)"""
+
+    def __init__(self, n, lr=7e-4, alpha=0.99, eps=1e-5):
+        super().__init__(n, lr, (0.0, alpha), eps)
+
+    def step(self, theta, grad, lr=None):
+        self.t += 1
+        self.v = self.betas[1] * self.v + (1 - self.betas[1]) * grad * grad
+        return theta - (self.lr if lr is None else lr) * grad / np.sqrt(self.v + self.eps)
+
+
+OPTIMISERS = {"adam": Adam, "rmsprop": RMSprop}
+
+
+def clip_grad_norm(grad, max_norm):
+    """Rescale grad so its global L2 norm is at most max_norm. Returns (grad, norm before clipping)."""
+    norm = float(np.sqrt(grad @ grad))
+    if max_norm is not None and max_norm > 0 and norm > max_norm:
+        grad = grad * (max_norm / (norm + 1e-12))
+    return grad, norm
+
+
+class Agent:
+    """The policy pi_theta and the critic V_phi (a separate MLP with one output), and one optimiser for each."""
+
+    def __init__(self, obs_dim, head, hidden=(64, 64), activation="tanh", rng=None, optimiser="adam",
+                 lr_pi=3e-4, lr_v=1e-3, eps=1e-5, init_log_std=0.0):
+        rng = np.random.default_rng(0) if rng is None else rng
+        self.pi = Policy(obs_dim, head, hidden, activation, rng, init_log_std)
+        self.v = MLP((obs_dim, *hidden, 1), activation, out_gain=1.0, rng=rng)
+        self.opt_pi = OPTIMISERS[optimiser](self.pi.n_params, lr=lr_pi, eps=eps)
+        self.opt_v = OPTIMISERS[optimiser](self.v.theta.size, lr=lr_v, eps=eps)
+
+    def value(self, obs):
+        """V_phi(s): (N,)."""
+        return self.v.forward(obs)[0][:, 0]
+
+    def act(self, obs, rng, deterministic=False):
+        """Returns a (N,) or (N, A), log pi(a|s) (N,), V(s) (N,)."""
+        z, _ = self.pi.dist(obs)
+        a = self.pi.head.mode(z) if deterministic else self.pi.head.sample(z, rng)
+        return a, self.pi.head.log_prob(z, a), self.value(obs)
