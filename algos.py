@@ -68,6 +68,20 @@ class Hyper:
     baseline: str = _hp("v", "b", "none | mean | optimal (003 §5.3.4, per parameter) | v (learned V_φ)", "reinforce")
 
 
+@dataclass
+class Batch:
+    """One rollout of E envs for T steps: what every update reads. minipg.collect fills it; so can your own loop."""
+    obs: np.ndarray         # (T, E, obs_dim) s_t
+    act: np.ndarray         # (T, E) int, or (T, E, A) float (unclipped, as sampled)
+    logp: np.ndarray        # (T, E) log pi_theta_old(a_t|s_t)
+    val: np.ndarray         # (T, E) V_phi(s_t)
+    rew: np.ndarray         # (T, E) r_t
+    terminated: np.ndarray  # (T, E) bool: the episode ended for good at t
+    truncated: np.ndarray   # (T, E) bool: a time limit cut the episode at t
+    final_val: np.ndarray   # (T, E) V_phi(final obs) where truncated, else 0
+    last_val: np.ndarray    # (E,) V_phi(s_T), to bootstrap the cut at the end of the rollout
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Advantage kernels (numba). Each reads like the loop in the notes; .py_func is the reference.
 # A terminated step has no future; a truncated step (time limit) bootstraps from V(final obs) = final_val;

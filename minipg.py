@@ -1,0 +1,756 @@
+"""minipg.py -- the command line: config, environments, rollouts, the training loop, checkpoints, evaluation, plots.
+
+    python minipg.py --algo ppo                          # train PPO on CartPole-v1, then evaluate
+    python minipg.py --algo trpo --env Pendulum-v1       # any Box-observation env with Discrete or Box actions
+    python minipg.py --algo ppo --seeds 0-4              # five seeds and a summary table
+    python minipg.py --eval runs/<run>/policy.npz        # evaluate a saved policy (--video DIR, --render)
+    python minipg.py --plot runs/<run> [runs/<run2> ...] # learning_curve.png
+    python minipg.py --resume runs/<run>                 # continue an interrupted run
+    python minipg.py --help                              # every hyperparameter, grouped per algorithm
+
+This is the only file that touches gymnasium, the filesystem or the command line; the gradient math is in
+nets.py and algos.py.
+"""
+import argparse
+import csv
+import dataclasses
+import difflib
+import io
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field, asdict
+
+# The matrices here are small (batch x 64): BLAS threads cost more than they save (measured in bench/).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+
+import algos  # noqa: E402
+import nets  # noqa: E402
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line on stderr, exit code 2."""
+
+
+class NonFiniteError(Exception):
+    """A NaN or inf appeared in training."""
+
+
+def _opt(default, doc, group="run"):
+    return field(default=default, metadata={"sym": "", "help": doc, "group": group})
+
+
+@dataclass
+class Run:
+    """What to run, where, and for how long. Every field is a flag (--num-envs, ...)."""
+    algo: str = _opt("ppo", "algorithm: " + " | ".join(algos.UPDATES))
+    env: str = _opt("CartPole-v1", "gymnasium env id (Box observations; Discrete or Box actions)")
+    steps: int = _opt(0, "total env steps (0 = the algorithm's default)")
+    seed: int = _opt(0, "random seed (one np.random.Generator per run, and the envs' seeds)")
+    seeds: str = _opt("", "several seeds, e.g. 0-4 or 0,3,7: runs each and prints a summary table")
+    num_envs: int = _opt(0, "E, parallel envs (0 = the algorithm's default)")
+    num_steps: int = _opt(0, "T, steps per env per batch; the batch is E*T (0 = the algorithm's default)")
+    vec: str = _opt("sync", "sync | async (one process per env: uses more cores)")
+    hidden: str = _opt("64,64", "hidden layer sizes, comma-separated")
+    activation: str = _opt("tanh", "tanh | relu")
+    init_log_std: float = _opt(0.0, "initial log σ of a Gaussian policy")
+    norm_obs: str = _opt("auto", "observation normalisation by running mean/std: on | off | auto (on for Box actions)")
+    obs_clip: float = _opt(10.0, "clip normalised observations to ±this")
+    norm_reward: str = _opt("auto", "scale rewards by the running std of the discounted return: on | off | auto (on for Box actions)")
+    out: str = _opt("", "output folder (default runs/<env>-<algo>-s<seed>-<timestamp>)")
+    eval_episodes: int = _opt(10, "deterministic evaluation episodes at the end (alias --episodes)")
+    target: float = _opt(float("nan"), "return threshold for steps_to_threshold (default: the env's reward_threshold)")
+    save_every: int = _opt(10, "write policy.npz every this many iterations (and at the end)")
+    log_every: int = _opt(0, "print a progress line every this many iterations (0 = about 40 lines per run)")
+    preset: str = _opt("", "named hyperparameter set, applied before your flags: " + ", ".join(["mujoco", "pendulum"]))
+
+
+# Defaults per algorithm (applied before --preset and your flags). They solve CartPole-v1.
+ALGO_DEFAULTS = {
+    # rl-zoo's tuned CartPole PPO: 8 envs x 32 steps, 20 epochs of minibatch 256, lr and clip annealed
+    "ppo": dict(steps=100_000, num_envs=8, num_steps=32, minibatch=256, epochs=20, gamma=0.98, lam=0.8,
+                lr_pi=1e-3, lr_v=1e-3, anneal_lr=True, anneal_clip=True),
+    "ppo-penalty": dict(steps=100_000, num_envs=8, num_steps=32, minibatch=256, epochs=20, gamma=0.98, lam=0.8,
+                        lr_pi=1e-3, lr_v=1e-3, anneal_lr=True, target_kl=0.01, beta=1.0),
+    "trpo": dict(steps=100_000, num_envs=2, num_steps=512, lam=0.98, cg_damping=1e-3, max_kl=0.01,
+                 v_iters=20, v_minibatch=512),
+    "npg": dict(steps=100_000, num_envs=2, num_steps=512, lam=0.98, cg_damping=1e-3, max_kl=0.01,
+                v_iters=20, v_minibatch=512),
+    "vpg": dict(steps=300_000, num_envs=4, num_steps=500, lr_pi=3e-3, v_iters=20, v_minibatch=256),
+    "a2c": dict(steps=300_000, num_envs=8, num_steps=5, lam=1.0, optimiser="rmsprop", lr_pi=7e-4, lr_v=7e-4,
+                norm_adv=False),
+    "reinforce": dict(steps=500_000, num_envs=4, num_steps=1000, lr_pi=1e-2, v_iters=20, v_minibatch=256),
+}
+
+# Named presets for other task families (--preset NAME), shown in --help and the README.
+PRESETS = {
+    # PPO on MuJoCo (Schulman et al. 2017; CleanRL ppo_continuous_action): 1 env x 2048, 10 epochs of 64
+    "mujoco": dict(num_envs=1, num_steps=2048, minibatch=64, epochs=10, lr_pi=3e-4, lr_v=3e-4, anneal_lr=True,
+                   gamma=0.99, lam=0.95, max_grad_norm=0.5, norm_obs="on", norm_reward="on", steps=1_000_000),
+    # rl-zoo's Pendulum PPO without gSDE: 4 envs x 1024, 10 epochs of 64, gamma 0.9
+    "pendulum": dict(num_envs=4, num_steps=1024, minibatch=64, epochs=10, gamma=0.9, lam=0.95, lr_pi=1e-3,
+                     lr_v=1e-3, norm_obs="on", norm_reward="on", steps=100_000),
+}
+
+TIMING_COLUMNS = ("steps_per_s", "wall_s")
+PROGRESS_COLUMNS = ("iter", "steps", "episodes", "return_mean", "return_std", "length_mean", "loss_pi", "loss_v",
+                    "kl", "entropy", "explained_var", "clipfrac", "backtracks", "beta") + TIMING_COLUMNS
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line, generated from the dataclasses
+# ---------------------------------------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump
+        raise UsageError(message)
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def build_parser():
+    p = _Parser(prog="minipg.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog="Per-algorithm defaults:\n" + "\n".join(f"  {a}: {d}" for a, d in ALGO_DEFAULTS.items())
+                + "\nPresets:\n" + "\n".join(f"  {a}: {d}" for a, d in PRESETS.items()))
+    groups = {}
+    for cls in (Run, algos.Hyper):
+        for f in dataclasses.fields(cls):
+            g = f.metadata["group"]
+            if g not in groups:
+                groups[g] = p.add_argument_group(f"{g} options")
+            sym = f.metadata["sym"]
+            doc = (f"{sym}: " if sym else "") + f.metadata["help"] + f" (default: {f.default})"
+            kind = argparse.BooleanOptionalAction if isinstance(f.default, bool) else None
+            typ = None if kind else type(f.default)
+            names = [_flag(f.name)] + (["--episodes"] if f.name == "eval_episodes" else [])
+            if kind:
+                groups[g].add_argument(*names, dest=f.name, action=kind, default=argparse.SUPPRESS, help=doc)
+            else:
+                groups[g].add_argument(*names, dest=f.name, type=typ, default=argparse.SUPPRESS, help=doc,
+                                       metavar=f.name.upper())
+    m = p.add_argument_group("modes (instead of training)")
+    m.add_argument("--eval", metavar="POLICY.npz", help="evaluate a saved policy with its saved normalisation")
+    m.add_argument("--video", metavar="DIR", help="with --eval: record videos to DIR (needs moviepy)")
+    m.add_argument("--render", action="store_true", help="with --eval: show a window (needs pygame)")
+    m.add_argument("--plot", nargs="+", metavar="DIR", help="write learning_curve.png for these runs")
+    m.add_argument("--resume", metavar="DIR", help="continue an interrupted run from its last checkpoint")
+    return p
+
+
+def resolve(given):
+    """Defaults <- the algorithm's defaults <- --preset <- flags given. Returns (Run, Hyper)."""
+    algo = given.get("algo", Run.algo)
+    if algo not in algos.UPDATES:
+        raise UsageError(f"unknown --algo {algo!r}; choose one of {', '.join(algos.UPDATES)}")
+    preset = given.get("preset", "")
+    if preset and preset not in PRESETS:
+        raise UsageError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values = {**ALGO_DEFAULTS[algo], **(PRESETS[preset] if preset else {}), **given}
+    names = {f.name for f in dataclasses.fields(Run)}
+    run = Run(**{k: v for k, v in values.items() if k in names})
+    hp = algos.Hyper(**{k: v for k, v in values.items() if k not in names})
+    validate(run, hp)
+    return run, hp
+
+
+def parse_hidden(text):
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise UsageError(f"--hidden must be positive layer sizes like 64,64, got {text!r}")
+    return sizes
+
+
+def parse_seeds(text):
+    try:
+        if "-" in text:
+            lo, hi = (int(s) for s in text.split("-"))
+            seeds = list(range(lo, hi + 1))
+        else:
+            seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise UsageError(f"--seeds must look like 0-4 or 0,3,7, got {text!r}")
+    return seeds
+
+
+def validate(run, hp):
+    checks = [
+        (0 < hp.gamma <= 1, f"--gamma must be in (0, 1], got {hp.gamma}"),
+        (0 <= hp.lam <= 1, f"--lam must be in [0, 1], got {hp.lam}"),
+        (hp.lr_pi > 0, f"--lr-pi must be > 0, got {hp.lr_pi}"),
+        (hp.lr_v > 0, f"--lr-v must be > 0, got {hp.lr_v}"),
+        (hp.clip_eps > 0, f"--clip-eps must be > 0, got {hp.clip_eps}"),
+        (hp.max_kl > 0, f"--max-kl must be > 0, got {hp.max_kl}"),
+        (0 < hp.backtrack_coef < 1, f"--backtrack-coef must be in (0, 1), got {hp.backtrack_coef}"),
+        (hp.target_kl > 0 or run.algo != "ppo-penalty", "--target-kl must be > 0 for ppo-penalty"),
+        (min(hp.epochs, hp.minibatch, hp.v_minibatch, hp.cg_iters) >= 1 and hp.v_iters >= 0,
+         "--epochs, --minibatch, --v-minibatch and --cg-iters must be >= 1"),
+        (hp.phi in ("return", "rtg"), f"--phi must be return or rtg, got {hp.phi!r}"),
+        (hp.baseline in ("none", "mean", "optimal", "v"), f"--baseline must be none, mean, optimal or v, got {hp.baseline!r}"),
+        (hp.beta_rule in ("ppo", "additive"), f"--beta-rule must be ppo or additive, got {hp.beta_rule!r}"),
+        (hp.optimiser in nets.OPTIMISERS, f"--optimiser must be adam or rmsprop, got {hp.optimiser!r}"),
+        (run.activation in nets.ACTIVATIONS, f"--activation must be tanh or relu, got {run.activation!r}"),
+        (run.vec in ("sync", "async"), f"--vec must be sync or async, got {run.vec!r}"),
+        (run.norm_obs in ("on", "off", "auto"), f"--norm-obs must be on, off or auto, got {run.norm_obs!r}"),
+        (run.norm_reward in ("on", "off", "auto"), f"--norm-reward must be on, off or auto, got {run.norm_reward!r}"),
+        (run.num_envs >= 1 and run.num_steps >= 1, "--num-envs and --num-steps must be >= 1"),
+        (run.steps >= run.num_envs * run.num_steps,
+         f"--steps {run.steps} is smaller than one batch (num_envs*num_steps = {run.num_envs * run.num_steps})"),
+        (run.eval_episodes >= 0 and run.save_every >= 1, "--eval-episodes must be >= 0 and --save-every >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    parse_hidden(run.hidden)
+    if run.seeds:
+        parse_seeds(run.seeds)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Environments and normalisation
+# ---------------------------------------------------------------------------------------------------------------
+
+def _gym():
+    import gymnasium
+    return gymnasium
+
+
+def check_env_id(env_id):
+    gym = _gym()
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else "; see gymnasium.registry for the ids"
+        raise UsageError(f"unknown env id {env_id!r}{hint}")
+
+
+def make_env(env_id, render_mode=None):
+    gym = _gym()
+    check_env_id(env_id)
+    try:
+        env = gym.make(env_id, render_mode=render_mode)
+    except gym.error.DependencyNotInstalled as e:
+        raise UsageError(f"{env_id} needs an optional extra: {str(e).splitlines()[0]}"
+                         + (' (pip install "gymnasium[mujoco]")' if "mujoco" in str(e).lower() else ""))
+    obs_space, act_space = env.observation_space, env.action_space
+    if not isinstance(obs_space, gym.spaces.Box):
+        env.close()
+        raise UsageError(f"{env_id} has a {type(obs_space).__name__} observation space; minipg needs a Box")
+    if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
+        env.close()
+        raise UsageError(f"{env_id} has a {type(act_space).__name__} action space; minipg needs Discrete or Box")
+    if len(obs_space.shape) != 1:
+        env = gym.wrappers.FlattenObservation(env)
+    return env
+
+
+def make_envs(env_id, n, vec="sync"):
+    """E copies of the env in a gymnasium vector env. SAME_STEP autoreset: on the step an episode ends, the env
+    resets at once and info['final_obs'] holds the true last observation (for bootstrapping truncations)."""
+    gym = _gym()
+    make_env(env_id).close()  # validate once, in this process, with a clear message
+    cls = gym.vector.AsyncVectorEnv if vec == "async" else gym.vector.SyncVectorEnv
+    return cls([lambda: make_env(env_id) for _ in range(n)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def head_for(act_space):
+    gym = _gym()
+    if isinstance(act_space, gym.spaces.Discrete):
+        return nets.Categorical(int(act_space.n))
+    return nets.DiagGaussian(int(np.prod(act_space.shape)))
+
+
+class RunningMeanStd:
+    """Running mean and variance (Chan et al.'s parallel update), for observations and returns."""
+
+    def __init__(self, shape=()):
+        self.mean, self.var, self.count = np.zeros(shape), np.ones(shape), 1e-4
+
+    def update(self, x):  # x: (n, *shape)
+        m, v, n = x.mean(0), x.var(0), len(x)
+        delta, total = m - self.mean, self.count + n
+        self.mean = self.mean + delta * n / total
+        self.var = (self.var * self.count + v * n + delta ** 2 * self.count * n / total) / total
+        self.count = total
+
+
+class Normaliser:
+    """Observation normalisation (clipped to ±obs_clip) and reward scaling by the running std of the
+    discounted return, each on or off by config, and saved with the policy."""
+
+    def __init__(self, obs_dim, num_envs, norm_obs, norm_reward, obs_clip, gamma):
+        self.norm_obs, self.norm_reward, self.obs_clip, self.gamma = norm_obs, norm_reward, obs_clip, gamma
+        self.obs_rms, self.ret_rms = RunningMeanStd((obs_dim,)), RunningMeanStd(())
+        self.discounted = np.zeros(num_envs)  # (E,) running discounted return, for the reward scale
+
+    def obs(self, raw, update=False):
+        if not self.norm_obs:
+            return raw
+        if update:
+            self.obs_rms.update(raw)
+        return np.clip((raw - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + 1e-8), -self.obs_clip, self.obs_clip)
+
+    def reward(self, rew, done):
+        if not self.norm_reward:
+            return rew
+        self.discounted = self.discounted * self.gamma + rew
+        self.ret_rms.update(self.discounted)
+        self.discounted[done] = 0.0
+        return rew / np.sqrt(self.ret_rms.var + 1e-8)
+
+    def state(self):
+        return {"obs_mean": self.obs_rms.mean, "obs_var": self.obs_rms.var, "obs_count": np.array(self.obs_rms.count),
+                "ret_var": np.array(self.ret_rms.var), "ret_count": np.array(self.ret_rms.count)}
+
+    def load(self, s):
+        self.obs_rms.mean, self.obs_rms.var, self.obs_rms.count = s["obs_mean"], s["obs_var"], float(s["obs_count"])
+        self.ret_rms.var, self.ret_rms.count = float(s["ret_var"]), float(s["ret_count"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rollouts
+# ---------------------------------------------------------------------------------------------------------------
+
+class Rollout:
+    """The vector env and what carries over between batches: the current observation, the running episode
+    returns, and the list of finished episodes (env step at which each ended, its return and length)."""
+
+    def __init__(self, envs, norm, seed):
+        self.envs, self.norm = envs, norm
+        self.act_space = envs.single_action_space
+        self.discrete = isinstance(self.act_space, _gym().spaces.Discrete)
+        self.raw_obs = envs.reset(seed=seed)[0].astype(np.float64)  # (E, obs_dim)
+        self.ep_ret, self.ep_len = np.zeros(envs.num_envs), np.zeros(envs.num_envs, dtype=np.int64)
+        self.steps, self.episodes = 0, []  # episodes: (step, return, length)
+
+    def reset(self):
+        """Start every env afresh (REINFORCE wants whole episodes); unfinished episodes are dropped."""
+        self.raw_obs = self.envs.reset()[0].astype(np.float64)
+        self.ep_ret[:], self.ep_len[:] = 0.0, 0
+        self.norm.discounted[:] = 0.0
+
+
+def collect(agent, ro, T, rng):
+    """Run E envs for T steps with the current policy. Returns an algos.Batch of (T, E) arrays.
+    Gaussian actions are clipped to the bounds only on the way into the env; the batch keeps the sampled ones."""
+    E = ro.envs.num_envs
+    obs_dim = ro.raw_obs.shape[1]
+    b = algos.Batch(obs=np.zeros((T, E, obs_dim)), act=None, logp=np.zeros((T, E)), val=np.zeros((T, E)),
+                    rew=np.zeros((T, E)), terminated=np.zeros((T, E), bool), truncated=np.zeros((T, E), bool),
+                    final_val=np.zeros((T, E)), last_val=None)
+    acts = []
+    obs = ro.norm.obs(ro.raw_obs, update=True)
+    for t in range(T):
+        a, logp, val = agent.act(obs, rng)
+        env_a = a if ro.discrete else np.clip(a, ro.act_space.low, ro.act_space.high)
+        raw_next, rew, term, trunc, info = ro.envs.step(env_a)
+        b.obs[t], b.logp[t], b.val[t], b.terminated[t], b.truncated[t] = obs, logp, val, term, trunc
+        acts.append(a)
+        done = term | trunc
+        if trunc.any():  # bootstrap a time-limit cut from V(true final observation), normalised as usual
+            rows = np.flatnonzero(trunc)
+            final = np.stack([info["final_obs"][i] for i in rows]).astype(np.float64).reshape(len(rows), -1)
+            b.final_val[t, rows] = agent.value(ro.norm.obs(final))
+        b.rew[t] = ro.norm.reward(rew.astype(np.float64), done)
+        ro.ep_ret += rew
+        ro.ep_len += 1
+        ro.steps += E
+        for i in np.flatnonzero(done):
+            ro.episodes.append((ro.steps, float(ro.ep_ret[i]), int(ro.ep_len[i])))
+        ro.ep_ret[done], ro.ep_len[done] = 0.0, 0
+        ro.raw_obs = raw_next.astype(np.float64).reshape(E, -1)
+        obs = ro.norm.obs(ro.raw_obs, update=True)
+    b.act = np.array(acts) if ro.discrete else np.array(acts).reshape(T, E, -1)
+    b.last_val = agent.value(obs)
+    return b
+
+
+def evaluate(agent, norm, env_id, episodes, seed, render_mode=None, video=None):
+    """Deterministic policy (the head's mode), frozen normalisation; episode i starts from reset(seed + i).
+    Returns the list of episode returns."""
+    env = make_env(env_id, render_mode=render_mode)
+    if video:
+        try:
+            import moviepy  # noqa: F401  (gymnasium's RecordVideo writes mp4 through moviepy)
+        except ImportError:
+            env.close()
+            raise UsageError("--video needs moviepy: pip install moviepy")
+        env = _gym().wrappers.RecordVideo(env, video, episode_trigger=lambda i: True, disable_logger=True)
+    act_space, returns = env.action_space, []
+    discrete = isinstance(act_space, _gym().spaces.Discrete)
+    for i in range(episodes):
+        raw, _ = env.reset(seed=seed + i)
+        total, done = 0.0, False
+        while not done:
+            z, _ = agent.pi.dist(norm.obs(np.asarray(raw, np.float64).reshape(1, -1)))
+            a = agent.pi.head.mode(z)[0]
+            raw, r, term, trunc, _ = env.step(int(a) if discrete else np.clip(a, act_space.low, act_space.high))
+            total, done = total + float(r), term or trunc
+        returns.append(total)
+    env.close()
+    return returns
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints: policy.npz holds weights, optimiser states, normalisation, RNG, progress, config and spaces
+# ---------------------------------------------------------------------------------------------------------------
+
+def save_checkpoint(path, agent, norm, rng, ro, it, run, hp, spaces):
+    arrays = {"theta_pi": agent.pi.theta, "theta_v": agent.v.theta,
+              **{f"opt_pi_{k}": v for k, v in agent.opt_pi.state().items()},
+              **{f"opt_v_{k}": v for k, v in agent.opt_v.state().items()},
+              **{f"norm_{k}": v for k, v in norm.state().items()},
+              "norm_discounted": norm.discounted, "beta": np.array(np.nan if agent.beta is None else agent.beta),
+              "episodes": np.array(ro.episodes, dtype=np.float64).reshape(-1, 3),
+              "iteration": np.array(it), "steps": np.array(ro.steps),
+              "rng_state": np.array(json.dumps(rng.bit_generator.state)),
+              "config": np.array(json.dumps({"run": asdict(run), "hyper": asdict(hp)})),
+              "env_id": np.array(run.env), "spaces": np.array(json.dumps(spaces))}
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:  # atomic: write a temp file, then rename over the old checkpoint
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path):
+    """Returns a dict of arrays, or raises UsageError for a missing, truncated or corrupt file."""
+    if not os.path.isfile(path):
+        raise UsageError(f"no such policy file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ck = {k: z[k] for k in z.files}
+        json.loads(str(ck["config"])), json.loads(str(ck["spaces"])), str(ck["env_id"])
+        ck["theta_pi"], ck["theta_v"]
+    except Exception as e:  # zipfile.BadZipFile, EOFError, ValueError, KeyError, ...
+        raise UsageError(f"{path} is not a readable minipg policy ({type(e).__name__}: {e})".splitlines()[0])
+    return ck
+
+
+def spaces_of(envs):
+    o, a = envs.single_observation_space, envs.single_action_space
+    return {"obs_dim": int(np.prod(o.shape)), "action": type(a).__name__,
+            "n": int(a.n) if hasattr(a, "n") else None, "act_shape": list(a.shape or ())}
+
+
+def build_agent(run, hp, obs_dim, head, rng):
+    return nets.Agent(obs_dim, head, parse_hidden(run.hidden), run.activation, rng, hp.optimiser,
+                      hp.lr_pi, hp.lr_v, hp.adam_eps, run.init_log_std)
+
+
+def restore(ck, agent, norm):
+    agent.pi.theta = ck["theta_pi"]
+    agent.v.theta[:] = ck["theta_v"]
+    agent.opt_pi.load({k[7:]: v for k, v in ck.items() if k.startswith("opt_pi_")})
+    agent.opt_v.load({k[6:]: v for k, v in ck.items() if k.startswith("opt_v_")})
+    norm.load({k[5:]: v for k, v in ck.items() if k.startswith("norm_")})
+    agent.beta = None if np.isnan(ck["beta"]) else float(ck["beta"])
+
+
+def agent_from_checkpoint(ck, env_id=None):
+    """Rebuild the agent and normaliser saved in a checkpoint, checking it fits the env."""
+    cfg, spaces = json.loads(str(ck["config"])), json.loads(str(ck["spaces"]))
+    run, hp = Run(**cfg["run"]), algos.Hyper(**cfg["hyper"])
+    saved_env = str(ck["env_id"])
+    if env_id and env_id != saved_env:
+        raise UsageError(f"this policy was saved for {saved_env}, not {env_id}; drop --env or pass --env {saved_env}")
+    env = make_env(saved_env)
+    if spaces_of(_gym().vector.SyncVectorEnv([lambda: env])) != spaces:
+        raise UsageError(f"the spaces of {saved_env} here do not match the saved policy's {spaces}")
+    head = head_for(env.action_space)
+    agent = build_agent(run, hp, spaces["obs_dim"], head, np.random.default_rng(0))
+    if agent.pi.n_params != ck["theta_pi"].size or agent.v.theta.size != ck["theta_v"].size:
+        raise UsageError("the saved weights do not fit the saved network shape (corrupt file?)")
+    norm = Normaliser(spaces["obs_dim"], 1, *_norm_flags(run, env.action_space), run.obs_clip, hp.gamma)
+    restore(ck, agent, norm)
+    return agent, norm, run, hp
+
+
+def _norm_flags(run, act_space):
+    box = not isinstance(act_space, _gym().spaces.Discrete)
+    return [(s == "on") or (s == "auto" and box) for s in (run.norm_obs, run.norm_reward)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------------------
+
+def default_out(run):
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", f"{run.env}-{run.algo}-s{run.seed}-{stamp}")
+
+
+def threshold_of(run):
+    if not math.isnan(run.target):
+        return run.target
+    spec = _gym().spec(run.env)
+    return None if spec.reward_threshold is None else float(spec.reward_threshold)
+
+
+def steps_to_threshold(episodes, threshold, window=20):
+    """First env step at which the mean return of the last `window` finished episodes >= threshold, or None."""
+    if threshold is None:
+        return None
+    last = deque(maxlen=window)
+    for step, ret, _ in episodes:
+        last.append(ret)
+        if len(last) == window and np.mean(last) >= threshold:
+            return int(step)
+    return None
+
+
+def _fmt(x, width=9):
+    if x is None or x == "":
+        return " " * (width - 1) + "-"
+    if isinstance(x, float):
+        return f"{x:{width}.3g}" if abs(x) < 1e5 else f"{x:{width}.3e}"
+    return f"{x:>{width}}"
+
+
+def train(run, hp, resume_dir=None, quiet=False):
+    """Train one seed. Returns the summary dict. Writes config.json, progress.csv, policy.npz, summary.json."""
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    update = algos.UPDATES[run.algo]
+    check_env_id(run.env)
+    envs = make_envs(run.env, run.num_envs, run.vec)
+    ck = None
+    try:
+        if resume_dir:
+            ck = load_checkpoint(os.path.join(resume_dir, "policy.npz"))
+        out = resume_dir or run.out or default_out(run)
+        os.makedirs(out, exist_ok=True)
+        spaces = spaces_of(envs)
+        obs_dim, head = spaces["obs_dim"], head_for(envs.single_action_space)
+        rng = np.random.default_rng(run.seed)
+        agent = build_agent(run, hp, obs_dim, head, rng)
+        agent.beta = None
+        norm = Normaliser(obs_dim, run.num_envs, *_norm_flags(run, envs.single_action_space), run.obs_clip, hp.gamma)
+        start_it = 0
+        ro = Rollout(envs, norm, run.seed)
+        if ck is not None:
+            restore(ck, agent, norm)
+            norm.discounted = ck["norm_discounted"]
+            rng.bit_generator.state = json.loads(str(ck["rng_state"]))
+            start_it = int(ck["iteration"])
+            ro.steps, ro.episodes = int(ck["steps"]), [(int(s), float(r), int(l)) for s, r, l in ck["episodes"]]
+            ro.raw_obs = envs.reset(seed=run.seed + 1000 * start_it)[0].astype(np.float64)
+        return _loop(run, hp, update, agent, norm, ro, rng, out, spaces, start_it, say, resumed=ck is not None)
+    finally:
+        envs.close()
+
+
+def _loop(run, hp, update, agent, norm, ro, rng, out, spaces, start_it, say, resumed):
+    batch = run.num_envs * run.num_steps
+    iters = run.steps // batch
+    threshold = threshold_of(run)
+    log_every = run.log_every or max(1, math.ceil(iters / 40))
+    ck_path, progress_path = os.path.join(out, "policy.npz"), os.path.join(out, "progress.csv")
+    defaults = {**asdict(Run()), **asdict(algos.Hyper())}
+    changed = {k: v for k, v in {**asdict(run), **asdict(hp)}.items() if defaults.get(k) != v}
+    say(f"minipg {run.algo} on {run.env}  |  {iters} iterations x {batch} steps = {iters * batch} env steps  |  "
+        f"seed {run.seed}\n  config (differs from defaults): {json.dumps(changed)}\n  output: {out}")
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump({"run": asdict(run), "hyper": asdict(hp)}, f, indent=1)
+    if not resumed:
+        with open(progress_path, "w", newline="") as f:
+            csv.writer(f).writerow(PROGRESS_COLUMNS)
+    cols = ("iter", "steps", "episodes", "return", "kl", "entropy", "expl_var", "steps/s", "elapsed", "eta")
+    say(" ".join(f"{c:>9}" for c in cols))
+    t0, wall0, steps0, it = time.time(), 0.0, ro.steps, start_it
+    try:
+        for it in range(start_it, iters):
+            frac = 1.0 - it / iters
+            if hp.anneal_lr:
+                agent.opt_pi.lr, agent.opt_v.lr = hp.lr_pi * frac, hp.lr_v * frac
+            if getattr(update, "whole_episodes", False):
+                ro.reset()
+            b = collect(agent, ro, run.num_steps, rng)
+            info = update(agent, b, hp, rng, frac)
+            for name, x in [("loss_pi", info["loss_pi"]), ("loss_v", info["loss_v"]), ("kl", info["kl"]),
+                            ("policy parameters theta", agent.pi.theta), ("critic parameters phi", agent.v.theta)]:
+                if not np.all(np.isfinite(x)):
+                    raise NonFiniteError(f"{name} is not finite at iteration {it + 1}")
+            wall = time.time() - t0
+            recent = [r for _, r, _ in ro.episodes[-20:]]
+            row = {"iter": it + 1, "steps": ro.steps, "episodes": len(ro.episodes),
+                   "return_mean": float(np.mean(recent)) if recent else "", "return_std": float(np.std(recent)) if recent else "",
+                   "length_mean": float(np.mean([l for _, _, l in ro.episodes[-20:]])) if recent else "",
+                   **{k: info.get(k, "") for k in ("loss_pi", "loss_v", "kl", "entropy", "explained_var", "clipfrac",
+                                                   "backtracks", "beta")},
+                   "steps_per_s": (ro.steps - steps0) / max(wall, 1e-9), "wall_s": wall}
+            with open(progress_path, "a", newline="") as f:
+                csv.writer(f).writerow([_csv(row[c]) for c in PROGRESS_COLUMNS])
+            if (it + 1) % log_every == 0 or it + 1 == iters:
+                eta = wall / (it + 1 - start_it) * (iters - it - 1)
+                say(" ".join(_fmt(x) for x in (it + 1, ro.steps, len(ro.episodes), row["return_mean"], info["kl"],
+                                                info["entropy"], info["explained_var"], int(row["steps_per_s"]),
+                                                f"{wall:.1f}s", f"{eta:.1f}s")))
+            if (it + 1) % run.save_every == 0:
+                save_checkpoint(ck_path, agent, norm, rng, ro, it + 1, run, hp, spaces)
+        it = iters
+    except KeyboardInterrupt:
+        save_checkpoint(ck_path, agent, norm, rng, ro, it, run, hp, spaces)
+        write_summary(out, run, ro, threshold, time.time() - t0, [], interrupted=True)
+        print(f"\ninterrupted at iteration {it}: checkpoint saved. Continue with:\n"
+              f"  python minipg.py --resume {out}", file=sys.stderr, flush=True)
+        raise
+    except NonFiniteError as e:
+        raise NonFiniteError(f"{e}; training stopped, the last good checkpoint is kept in {ck_path}")
+    save_checkpoint(ck_path, agent, norm, rng, ro, iters, run, hp, spaces)
+    returns = evaluate(agent, norm, run.env, run.eval_episodes, run.seed + 10_000) if run.eval_episodes else []
+    summary = write_summary(out, run, ro, threshold, time.time() - t0, returns)
+    if returns:
+        say(f"evaluation ({len(returns)} deterministic episodes): {np.mean(returns):.1f} ± {np.std(returns):.1f}")
+    say(f"steps to threshold {threshold}: {summary['steps_to_threshold']}\nfiles: {out}/"
+        "{config.json, progress.csv, summary.json, policy.npz}")
+    return summary
+
+
+def _csv(x):
+    return "" if x == "" or x is None else (repr(float(x)) if isinstance(x, (float, np.floating)) else x)
+
+
+def write_summary(out, run, ro, threshold, wall, returns, interrupted=False):
+    summary = {"algo": run.algo, "env": run.env, "seed": run.seed, "total_steps": ro.steps, "wall_s": wall,
+               "eval_return_mean": float(np.mean(returns)) if returns else None,
+               "eval_return_std": float(np.std(returns)) if returns else None, "eval_episodes": len(returns),
+               "eval_seed": run.seed + 10_000, "threshold": threshold,
+               "steps_to_threshold": steps_to_threshold(ro.episodes, threshold),
+               "train_return_last20": float(np.mean([r for _, r, _ in ro.episodes[-20:]])) if ro.episodes else None,
+               "interrupted": interrupted}
+    tmp = os.path.join(out, "summary.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(summary, f, indent=1)
+    os.replace(tmp, os.path.join(out, "summary.json"))
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The other modes
+# ---------------------------------------------------------------------------------------------------------------
+
+def eval_cmd(path, given, video, render):
+    ck = load_checkpoint(path)
+    agent, norm, run, hp = agent_from_checkpoint(ck, given.get("env"))
+    episodes = given.get("eval_episodes", run.eval_episodes or 10)
+    seed = given.get("seed", run.seed) + 10_000
+    if render:
+        try:
+            import pygame  # noqa: F401
+        except ImportError:
+            raise UsageError("--render needs pygame: pip install pygame")
+    returns = evaluate(agent, norm, run.env, episodes, seed, "human" if render else ("rgb_array" if video else None), video)
+    print(f"{path}: {run.env}, {len(returns)} deterministic episodes (seeds {seed}..{seed + episodes - 1}): "
+          f"{np.mean(returns):.2f} ± {np.std(returns):.2f}" + (f"; videos in {video}" if video else ""))
+    return 0
+
+
+def read_progress(run_dir):
+    with open(os.path.join(run_dir, "progress.csv")) as f:
+        rows = [r for r in csv.DictReader(f) if r["return_mean"] != ""]
+    return np.array([float(r["steps"]) for r in rows]), np.array([float(r["return_mean"]) for r in rows])
+
+
+def plot_cmd(dirs):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install matplotlib")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for d in dirs:
+        if os.path.isfile(os.path.join(d, "progress.csv")):
+            x, y = read_progress(d)
+            ax.plot(x, y, label=os.path.basename(os.path.normpath(d)))
+            continue
+        runs = sorted(os.path.join(d, s) for s in os.listdir(d) if os.path.isfile(os.path.join(d, s, "progress.csv"))) \
+            if os.path.isdir(d) else []
+        if not runs:
+            raise UsageError(f"{d} holds no progress.csv (neither a run nor a --seeds folder of runs)")
+        curves = [read_progress(r) for r in runs]
+        grid = np.linspace(0, min(c[0][-1] for c in curves), 200)
+        ys = np.array([np.interp(grid, x, y) for x, y in curves])  # (seeds, 200)
+        line, = ax.plot(grid, np.median(ys, 0), label=f"{os.path.basename(os.path.normpath(d))} (median of {len(runs)})")
+        ax.fill_between(grid, ys.min(0), ys.max(0), alpha=0.2, color=line.get_color())
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("mean return of the last 20 episodes")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = os.path.join(dirs[0] if len(dirs) == 1 and os.path.isdir(dirs[0]) else ".", "learning_curve.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+    return 0
+
+
+def seeds_cmd(run, hp):
+    seeds = parse_seeds(run.seeds)
+    root = run.out or os.path.join("runs", f"{run.env}-{run.algo}-{time.strftime('%Y%m%d-%H%M%S')}")
+    summaries = []
+    for s in seeds:
+        r = dataclasses.replace(run, seed=s, seeds="", out=os.path.join(root, f"s{s}"))
+        summaries.append(train(r, hp))
+        print()
+    finals = [s["eval_return_mean"] for s in summaries if s["eval_return_mean"] is not None]
+    reach = [s["steps_to_threshold"] for s in summaries]
+    hit = [x for x in reach if x is not None]
+    print(f"{run.algo} on {run.env}, seeds {run.seeds} -> {root}")
+    print(f"{'':22}{'median':>10}{'min':>10}{'max':>10}")
+    if finals:
+        print(f"{'final eval return':22}{np.median(finals):10.1f}{min(finals):10.1f}{max(finals):10.1f}")
+    print(f"{'steps_to_threshold':22}" + (f"{np.median(reach) if len(hit) == len(reach) else float('nan'):10.0f}"
+                                           f"{min(hit):10d}{max(hit):10d}" if hit else f"{'-':>10}{'-':>10}{'-':>10}")
+          + f"   ({len(hit)}/{len(reach)} reached {summaries[0]['threshold']})")
+    return 0
+
+
+def main(argv=None):
+    try:
+        args = vars(build_parser().parse_args(argv))
+        modes = {k: args.pop(k) for k in ("eval", "video", "render", "plot", "resume")}
+        if modes["plot"]:
+            return plot_cmd(modes["plot"])
+        if modes["eval"]:
+            return eval_cmd(modes["eval"], args, modes["video"], modes["render"])
+        if modes["resume"]:
+            ck = load_checkpoint(os.path.join(modes["resume"], "policy.npz")) \
+                if os.path.isfile(os.path.join(modes["resume"], "config.json")) else None
+            if ck is None:
+                raise UsageError(f"{modes['resume']} is not a minipg run folder (no config.json and policy.npz)")
+            cfg = json.loads(str(ck["config"]))
+            run, hp = Run(**cfg["run"]), algos.Hyper(**cfg["hyper"])
+            train(run, hp, resume_dir=modes["resume"])
+            return 0
+        run, hp = resolve(args)
+        check_env_id(run.env)
+        make_env(run.env).close()  # unsupported spaces fail here, before any file is written
+        if run.seeds:
+            return seeds_cmd(run, hp)
+        train(run, hp)
+        return 0
+    except UsageError as e:
+        print(f"minipg: error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteError as e:
+        print(f"minipg: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
