@@ -94,13 +94,13 @@ def discount_cumsum(rew, done, gamma):
     Distract You). rew, done: (T, E); done ends an episode (no bootstrap). Returns (T, E)."""
     T, E = rew.shape
     ret = np.zeros_like(rew)
-    for e in range(E):
-        running = 0.0
-        for t in range(T - 1, -1, -1):
+    running = np.zeros(E)  # (E,) the return from t on; time outside, envs inside: rows are contiguous in memory
+    for t in range(T - 1, -1, -1):
+        for e in range(E):
             if done[t, e]:
-                running = 0.0
-            running = rew[t, e] + gamma * running
-            ret[t, e] = running
+                running[e] = 0.0
+            running[e] = rew[t, e] + gamma * running[e]
+            ret[t, e] = running[e]
     return ret
 
 
@@ -111,19 +111,19 @@ def gae(rew, val, terminated, truncated, final_val, last_val, gamma, lam):
     rew, val, terminated, truncated, final_val: (T, E); last_val: (E,). Returns adv (T, E)."""
     T, E = rew.shape
     adv = np.zeros_like(rew)
-    for e in range(E):
-        running = 0.0
-        for t in range(T - 1, -1, -1):
+    running = np.zeros(E)  # (E,) A_hat_{t+1}, carried backwards in time
+    for t in range(T - 1, -1, -1):
+        for e in range(E):
             next_val = last_val[e] if t == T - 1 else val[t + 1, e]
             if terminated[t, e]:
                 next_val = 0.0              # the episode is over: nothing after it
             elif truncated[t, e]:
                 next_val = final_val[t, e]  # cut by a time limit: the future still counts
             if terminated[t, e] or truncated[t, e]:
-                running = 0.0               # the next row belongs to a new episode
+                running[e] = 0.0            # the next row belongs to a new episode
             td = rew[t, e] + gamma * next_val - val[t, e]
-            running = td + gamma * lam * running
-            adv[t, e] = running
+            running[e] = td + gamma * lam * running[e]
+            adv[t, e] = running[e]
     return adv
 
 

@@ -229,7 +229,15 @@ def _gym():
 
 
 def check_env_id(env_id):
+    """Unknown ids get a one-line error with close names. 'module:EnvId' imports module first (it registers EnvId),
+    as gymnasium.make does, so your own envs work from the command line."""
     gym = _gym()
+    if ":" in env_id:
+        module, env_id = env_id.split(":", 1)
+        try:
+            __import__(module)
+        except ImportError as e:
+            raise UsageError(f"cannot import {module!r} for env {env_id!r}: {e}")
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(close)}?" if close else "; see gymnasium.registry for the ids"
@@ -240,7 +248,7 @@ def make_env(env_id, render_mode=None):
     gym = _gym()
     check_env_id(env_id)
     try:
-        env = gym.make(env_id, render_mode=render_mode)
+        env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
     except gym.error.DependencyNotInstalled as e:
         raise UsageError(f"{env_id} needs an optional extra: {str(e).splitlines()[0]}"
                          + (' (pip install "gymnasium[mujoco]")' if "mujoco" in str(e).lower() else ""))
@@ -490,13 +498,13 @@ def _norm_flags(run, act_space):
 
 def default_out(run):
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return os.path.join("runs", f"{run.env}-{run.algo}-s{run.seed}-{stamp}")
+    return os.path.join("runs", f"{run.env.split(':')[-1]}-{run.algo}-s{run.seed}-{stamp}")
 
 
 def threshold_of(run):
     if not math.isnan(run.target):
         return run.target
-    spec = _gym().spec(run.env)
+    spec = _gym().spec(run.env.split(":")[-1])
     return None if spec.reward_threshold is None else float(spec.reward_threshold)
 
 
@@ -569,7 +577,8 @@ def _loop(run, hp, update, agent, norm, ro, rng, out, spaces, start_it, say, res
             csv.writer(f).writerow(PROGRESS_COLUMNS)
     cols = ("iter", "steps", "episodes", "return", "kl", "entropy", "expl_var", "steps/s", "elapsed", "eta")
     say(" ".join(f"{c:>9}" for c in cols))
-    t0, wall0, steps0, it = time.time(), 0.0, ro.steps, start_it
+    # done_*: the iterations whose row is in progress.csv, and their env steps and episodes
+    t0, steps0, done_it, done_steps, done_episodes = time.time(), ro.steps, start_it, ro.steps, len(ro.episodes)
     try:
         for it in range(start_it, iters):
             frac = 1.0 - it / iters
@@ -577,8 +586,9 @@ def _loop(run, hp, update, agent, norm, ro, rng, out, spaces, start_it, say, res
                 agent.opt_pi.lr, agent.opt_v.lr = hp.lr_pi * frac, hp.lr_v * frac
             if getattr(update, "whole_episodes", False):
                 ro.reset()
-            b = collect(agent, ro, run.num_steps, rng)
-            info = update(agent, b, hp, rng, frac)
+            with np.errstate(all="ignore"):  # overflow shows up below as a named non-finite quantity
+                b = collect(agent, ro, run.num_steps, rng)
+                info = update(agent, b, hp, rng, frac)
             for name, x in [("loss_pi", info["loss_pi"]), ("loss_v", info["loss_v"]), ("kl", info["kl"]),
                             ("policy parameters theta", agent.pi.theta), ("critic parameters phi", agent.v.theta)]:
                 if not np.all(np.isfinite(x)):
@@ -593,6 +603,7 @@ def _loop(run, hp, update, agent, norm, ro, rng, out, spaces, start_it, say, res
                    "steps_per_s": (ro.steps - steps0) / max(wall, 1e-9), "wall_s": wall}
             with open(progress_path, "a", newline="") as f:
                 csv.writer(f).writerow([_csv(row[c]) for c in PROGRESS_COLUMNS])
+            done_it, done_steps, done_episodes = it + 1, ro.steps, len(ro.episodes)
             if (it + 1) % log_every == 0 or it + 1 == iters:
                 eta = wall / (it + 1 - start_it) * (iters - it - 1)
                 say(" ".join(_fmt(x) for x in (it + 1, ro.steps, len(ro.episodes), row["return_mean"], info["kl"],
@@ -600,15 +611,16 @@ def _loop(run, hp, update, agent, norm, ro, rng, out, spaces, start_it, say, res
                                                 f"{wall:.1f}s", f"{eta:.1f}s")))
             if (it + 1) % run.save_every == 0:
                 save_checkpoint(ck_path, agent, norm, rng, ro, it + 1, run, hp, spaces)
-        it = iters
-    except KeyboardInterrupt:
-        save_checkpoint(ck_path, agent, norm, rng, ro, it, run, hp, spaces)
+    except KeyboardInterrupt:  # drop the half-collected batch, so that --resume starts a whole iteration
+        ro.steps, ro.episodes = done_steps, ro.episodes[:done_episodes]
+        save_checkpoint(ck_path, agent, norm, rng, ro, done_it, run, hp, spaces)
         write_summary(out, run, ro, threshold, time.time() - t0, [], interrupted=True)
-        print(f"\ninterrupted at iteration {it}: checkpoint saved. Continue with:\n"
+        print(f"\ninterrupted after iteration {done_it}: checkpoint saved. Continue with:\n"
               f"  python minipg.py --resume {out}", file=sys.stderr, flush=True)
         raise
     except NonFiniteError as e:
-        raise NonFiniteError(f"{e}; training stopped, the last good checkpoint is kept in {ck_path}")
+        kept = f"the last good checkpoint is kept in {ck_path}" if os.path.exists(ck_path) else "no checkpoint had been written yet"
+        raise NonFiniteError(f"{e}; training stopped, {kept}")
     save_checkpoint(ck_path, agent, norm, rng, ro, iters, run, hp, spaces)
     returns = evaluate(agent, norm, run.env, run.eval_episodes, run.seed + 10_000) if run.eval_episodes else []
     summary = write_summary(out, run, ro, threshold, time.time() - t0, returns)
@@ -699,7 +711,7 @@ def plot_cmd(dirs):
 
 def seeds_cmd(run, hp):
     seeds = parse_seeds(run.seeds)
-    root = run.out or os.path.join("runs", f"{run.env}-{run.algo}-{time.strftime('%Y%m%d-%H%M%S')}")
+    root = run.out or os.path.join("runs", f"{run.env.split(':')[-1]}-{run.algo}-{time.strftime('%Y%m%d-%H%M%S')}")
     summaries = []
     for s in seeds:
         r = dataclasses.replace(run, seed=s, seeds="", out=os.path.join(root, f"s{s}"))

@@ -1,0 +1,186 @@
+"""bench/kernels.py -- timings of the numba kernels in nets.py and algos.py against NumPy / pure Python.
+
+Run from anywhere (it puts the repo root on sys.path itself):
+    python bench/kernels.py
+Prints a markdown table and writes it, with a description of the machine, to bench/kernels.md.
+
+  1. nets.per_sample_grads (numba) vs the best pure-NumPy version vs a Python loop of pi.backward per sample,
+     N = 4096 samples of grad_theta log pi(a|s) for Policy(obs_dim=11, hidden=(64, 64), tanh, DiagGaussian(3)).
+  2. algos.gae compiled vs algos.gae.py_func on (T, E) = (125000, 8), ~1% terminations, ~0.5% truncations.
+  3. `import nets, algos` + the first call of every numba kernel, in a fresh interpreter, with the numba
+     cache deleted first (cold) and present (warm).
+Each timing is the median of repeated time.perf_counter runs after a warm-up call.
+"""
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+import algos  # noqa: E402
+import nets  # noqa: E402
+
+ROWS = []  # (benchmark, measured, target, PASS/MISS/"")
+
+
+def timeit(f, reps, warmup=1):
+    """Median wall time of f() over reps runs, in seconds, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        f()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def row(name, measured, target="", ok=None):
+    ROWS.append((name, measured, target, "" if ok is None else ("PASS" if ok else "MISS")))
+
+
+# ---- 1. per-sample gradients ----------------------------------------------------------------------------------
+def numpy_psg(variant):
+    """per_sample_grads in pure NumPy: same batched deltas, outer products written into a fresh (N, P) array."""
+    def psg(policy, hs, dz):
+        net, N = policy.net, len(dz)
+        G = np.empty((N, policy.n_params), dtype=dz.dtype)  # (N, P)
+        col = 0
+        for l, d in reversed(list(net.deltas(np.ascontiguousarray(dz[:, :policy.head.n_out]), hs))):
+            h, (n_in, n_out) = hs[l], net.W[l].shape
+            out = G[:, col:col + n_in * n_out].reshape(N, n_in, n_out)  # a view into G
+            if variant == "einsum":
+                np.einsum("ni,nj->nij", h, d, out=out)
+            elif variant == "multiply":
+                np.multiply(h[:, :, None], d[:, None, :], out=out)
+            else:  # "assign": broadcast product into a temporary, then copy
+                out[...] = h[:, :, None] * d[:, None, :]
+            G[:, col + n_in * n_out:col + n_in * n_out + n_out] = d
+            col += n_in * n_out + n_out
+        G[:, col:] = dz[:, policy.head.n_out:]
+        return G
+    return psg
+
+
+def loop_psg(policy, hs, dz):
+    """One pi.backward per sample: the obvious Python loop."""
+    G = np.empty((len(dz), policy.n_params))
+    for i in range(len(dz)):
+        G[i] = policy.backward(dz[i:i + 1], [h[i:i + 1] for h in hs])
+    return G
+
+
+def bench_per_sample_grads(N=4096):
+    rng = np.random.default_rng(0)
+    pi = nets.Policy(11, nets.DiagGaussian(3), hidden=(64, 64), activation="tanh", rng=rng)
+    z, hs = pi.dist(rng.standard_normal((N, 11)))
+    dz = pi.head.dlogp(z, pi.head.sample(z, rng))  # (N, D): rows of G are grad log pi(a_i|s_i)
+    G = nets.per_sample_grads(pi, hs, dz)
+    variants = {v: numpy_psg(v) for v in ("einsum", "multiply", "assign")}
+    for name, f in [*variants.items(), ("loop", loop_psg)]:
+        err = np.abs(f(pi, hs, dz) - G).max()
+        assert err < 1e-10, f"per_sample_grads: {name} differs from the kernel by {err:.2e}"
+    assert np.abs(G.sum(0) - pi.backward(dz, hs)).max() < 1e-8
+    t_kernel = timeit(lambda: nets.per_sample_grads(pi, hs, dz), 20)
+    t_np = {v: timeit(lambda: f(pi, hs, dz), 20) for v, f in variants.items()}
+    best = min(t_np, key=t_np.get)
+    t_loop = timeit(lambda: loop_psg(pi, hs, dz), 5)
+    t_floor = timeit(lambda: np.empty_like(G).fill(1.0), 20)
+    shape = f"N={N}, P={pi.n_params}"
+    row(f"per_sample_grads, numba kernel ({shape})", f"{t_kernel * 1e3:.1f} ms")
+    row(f"per_sample_grads, best NumPy: {best} (" + ", ".join(f"{v} {t * 1e3:.1f}" for v, t in t_np.items())
+        + " ms)", f"{t_np[best] * 1e3:.1f} ms")
+    row(f"per_sample_grads, Python loop of pi.backward (all {N} samples)", f"{t_loop * 1e3:.1f} ms")
+    row(f"reference: allocate + fill a fresh (N, P) array ({G.nbytes / 2**20:.0f} MiB)", f"{t_floor * 1e3:.1f} ms")
+    row("speed-up kernel vs best NumPy", f"{t_np[best] / t_kernel:.2f}x", ">= 1x", t_np[best] / t_kernel >= 1)
+    row("speed-up kernel vs Python loop", f"{t_loop / t_kernel:.1f}x", ">= 50x", t_loop / t_kernel >= 50)
+    row("ceiling on that speed-up for any kernel returning a fresh G: loop / reference",
+        f"{t_loop / t_floor:.1f}x")
+
+
+# ---- 2. GAE ---------------------------------------------------------------------------------------------------
+def bench_gae(T=125_000, E=8):
+    rng = np.random.default_rng(1)
+    rew, val, final_val = (rng.standard_normal((T, E)) for _ in range(3))
+    last_val, u = rng.standard_normal(E), rng.random((T, E))
+    terminated, truncated = u < 0.01, (u >= 0.01) & (u < 0.015)
+    args = (rew, val, terminated, truncated, final_val, last_val, 0.99, 0.95)
+    err = np.abs(algos.gae(*args) - algos.gae.py_func(*args)).max()
+    assert err < 1e-10, f"gae: compiled and py_func differ by {err:.2e}"
+    t_jit = timeit(lambda: algos.gae(*args), 20)
+    t_py = timeit(lambda: algos.gae.py_func(*args), 2, warmup=0)
+    row(f"gae compiled, T={T} x E={E} ({T * E / 1e6:.0f}M steps)", f"{t_jit * 1e3:.2f} ms")
+    row("gae.py_func (pure Python)", f"{t_py:.2f} s")
+    row("speed-up gae compiled vs py_func", f"{t_py / t_jit:.0f}x", ">= 100x", t_py / t_jit >= 100)
+
+
+# ---- 3. import + first call in a fresh interpreter ------------------------------------------------------------
+CHILD = f"""
+import sys, time
+t0 = time.perf_counter()
+sys.path.insert(0, {str(ROOT)!r})
+import numpy as np, nets, algos
+pi = nets.Policy(11, nets.DiagGaussian(3))
+z, hs = pi.dist(np.zeros((5, 11)))
+nets.per_sample_grads(pi, hs, pi.head.dlogp(z, z[:, :3]))  # nets._outer_rows
+r, f = np.ones((4, 2)), np.zeros((4, 2), bool)
+algos.gae(r, r, f, f, r, r[0], 0.99, 0.95)
+algos.discount_cumsum(r, f, 0.99)
+print(time.perf_counter() - t0)
+"""
+
+
+def clear_numba_cache():
+    cache = Path(os.environ.get("NUMBA_CACHE_DIR") or ROOT / "__pycache__")
+    for p in [*cache.rglob("nets.*.nb[ic]"), *cache.rglob("algos.*.nb[ic]")]:
+        p.unlink()
+
+
+def first_call():
+    out = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
+def bench_import():
+    cold = []
+    for _ in range(2):
+        clear_numba_cache()
+        cold.append(first_call())
+    warm = [first_call() for _ in range(3)]
+    row("import nets, algos + first calls, cold cache (mean of " + ", ".join(f"{t:.2f}" for t in cold) + " s)",
+        f"{np.mean(cold):.2f} s", "<= 10 s", np.mean(cold) <= 10)
+    row("import nets, algos + first calls, warm cache (median of 3)", f"{np.median(warm):.2f} s", "<= 1 s",
+        np.median(warm) <= 1)
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    return (f"- CPU: {cpu}, {os.cpu_count()} cores\n- Python {platform.python_version()}, numpy {np.__version__}, "
+            f"numba {numba.__version__}\n- Date: {datetime.datetime.now().isoformat(timespec='seconds')}\n")
+
+
+def table():
+    lines = ["| Benchmark | Measured | Target | Result |", "|---|---:|---|---|"]
+    return "\n".join(lines + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in ROWS]) + "\n"
+
+
+if __name__ == "__main__":
+    bench_per_sample_grads()
+    bench_gae()
+    bench_import()
+    text = (f"# Kernel benchmarks\n\nMade by `python bench/kernels.py`.\n\n{machine()}\n{table()}\n"
+            "Times are medians of repeated `time.perf_counter` runs after a warm-up call (20 reps; 5 for the loop,\n"
+            "2 for gae.py_func). The per-sample-gradient timings start from the forward cache and dz, and every\n"
+            "version allocates its own (N, P) output, as nets.per_sample_grads does; the 'reference' row (allocate\n"
+            "and write that array once) is a floor no such kernel can beat. Import times are measured\n"
+            "inside a fresh `python -c` (interpreter start-up excluded); cold = numba cache files of nets/algos deleted.\n")
+    print(text)
+    (ROOT / "bench" / "kernels.md").write_text(text)
