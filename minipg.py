@@ -99,7 +99,7 @@ PRESETS = {
                      lr_v=1e-3, norm_obs="on", norm_reward="on", steps=100_000),
 }
 
-TIMING_COLUMNS = ("steps_per_s", "wall_s")
+TIMING_COLUMNS = ("steps_per_s", "rollout_s", "update_s", "wall_s")  # cumulative seconds in each phase
 PROGRESS_COLUMNS = ("iter", "steps", "episodes", "return_mean", "return_std", "length_mean", "loss_pi", "loss_v",
                     "kl", "entropy", "explained_var", "clipfrac", "backtracks", "beta") + TIMING_COLUMNS
 
@@ -579,6 +579,7 @@ def _loop(run, hp, update, agent, norm, ro, rng, out, spaces, start_it, say, res
     say(" ".join(f"{c:>9}" for c in cols))
     # done_*: the iterations whose row is in progress.csv, and their env steps and episodes
     t0, steps0, done_it, done_steps, done_episodes = time.time(), ro.steps, start_it, ro.steps, len(ro.episodes)
+    phase = {"rollout_s": 0.0, "update_s": 0.0}
     try:
         for it in range(start_it, iters):
             frac = 1.0 - it / iters
@@ -587,8 +588,12 @@ def _loop(run, hp, update, agent, norm, ro, rng, out, spaces, start_it, say, res
             if getattr(update, "whole_episodes", False):
                 ro.reset()
             with np.errstate(all="ignore"):  # overflow shows up below as a named non-finite quantity
+                t_collect = time.time()
                 b = collect(agent, ro, run.num_steps, rng)
+                t_update = time.time()
                 info = update(agent, b, hp, rng, frac)
+                phase["rollout_s"] += t_update - t_collect
+                phase["update_s"] += time.time() - t_update
             for name, x in [("loss_pi", info["loss_pi"]), ("loss_v", info["loss_v"]), ("kl", info["kl"]),
                             ("policy parameters theta", agent.pi.theta), ("critic parameters phi", agent.v.theta)]:
                 if not np.all(np.isfinite(x)):
@@ -600,7 +605,7 @@ def _loop(run, hp, update, agent, norm, ro, rng, out, spaces, start_it, say, res
                    "length_mean": float(np.mean([l for _, _, l in ro.episodes[-20:]])) if recent else "",
                    **{k: info.get(k, "") for k in ("loss_pi", "loss_v", "kl", "entropy", "explained_var", "clipfrac",
                                                    "backtracks", "beta")},
-                   "steps_per_s": (ro.steps - steps0) / max(wall, 1e-9), "wall_s": wall}
+                   "steps_per_s": (ro.steps - steps0) / max(wall, 1e-9), **phase, "wall_s": wall}
             with open(progress_path, "a", newline="") as f:
                 csv.writer(f).writerow([_csv(row[c]) for c in PROGRESS_COLUMNS])
             done_it, done_steps, done_episodes = it + 1, ro.steps, len(ro.episodes)
@@ -622,8 +627,9 @@ def _loop(run, hp, update, agent, norm, ro, rng, out, spaces, start_it, say, res
         kept = f"the last good checkpoint is kept in {ck_path}" if os.path.exists(ck_path) else "no checkpoint had been written yet"
         raise NonFiniteError(f"{e}; training stopped, {kept}")
     save_checkpoint(ck_path, agent, norm, rng, ro, iters, run, hp, spaces)
+    wall = time.time() - t0  # training time: the evaluation below is not counted
     returns = evaluate(agent, norm, run.env, run.eval_episodes, run.seed + 10_000) if run.eval_episodes else []
-    summary = write_summary(out, run, ro, threshold, time.time() - t0, returns)
+    summary = write_summary(out, run, ro, threshold, wall, returns, phase=phase)
     if returns:
         say(f"evaluation ({len(returns)} deterministic episodes): {np.mean(returns):.1f} ± {np.std(returns):.1f}")
     say(f"steps to threshold {threshold}: {summary['steps_to_threshold']}\nfiles: {out}/"
@@ -635,8 +641,9 @@ def _csv(x):
     return "" if x == "" or x is None else (repr(float(x)) if isinstance(x, (float, np.floating)) else x)
 
 
-def write_summary(out, run, ro, threshold, wall, returns, interrupted=False):
+def write_summary(out, run, ro, threshold, wall, returns, interrupted=False, phase=None):
     summary = {"algo": run.algo, "env": run.env, "seed": run.seed, "total_steps": ro.steps, "wall_s": wall,
+               **(phase or {}),
                "eval_return_mean": float(np.mean(returns)) if returns else None,
                "eval_return_std": float(np.std(returns)) if returns else None, "eval_episodes": len(returns),
                "eval_seed": run.seed + 10_000, "threshold": threshold,
