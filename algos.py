@@ -209,7 +209,7 @@ def prepare(b, hp):
     """The shared input of every actor-critic update: flat (N,) arrays of obs, act, logp_old, GAE advantages,
     critic targets ret = adv + V (the lambda-return), and the old values."""
     adv = gae(b.rew, b.val, b.terminated, b.truncated, b.final_val, b.last_val, hp.gamma, hp.lam)  # (T, E)
-    return flat(b.obs), flat(b.act), flat(b.logp), flat(adv), flat(adv + b.val), flat(b.val)
+    return flat(b.obs), flat(b.act), flat(b.logp), flat(adv).astype(b.obs.dtype), flat(adv + b.val).astype(b.obs.dtype), flat(b.val)
 
 
 def diagnostics(agent, obs, act, z_old, val_old, ret, **info):
@@ -386,7 +386,8 @@ def ppo_epochs(agent, b, hp, rng, frac, dz_objective, beta=0.0):
             z, hs = pi.dist(obs[mb])
             A = normalise(adv[mb]) if hp.norm_adv else adv[mb]
             dz = dz_objective(head, z, z_old[mb], act[mb], logp_old[mb], A, hp, clip_eps, beta)
-            dz = dz - hp.ent_coef * head.dentropy(z) / len(mb)            # entropy bonus c2 H
+            if hp.ent_coef:
+                dz -= hp.ent_coef * head.dentropy(z) / len(mb)            # entropy bonus c2 H
             v, hv = agent.v.forward(obs[mb])
             dv = v[:, 0] - ret[mb]                                        # d/dV of 1/2 (V - R_hat)^2
             if hp.clip_vloss:  # the clipped value loss max((V - R)^2, (V_old + clip(V - V_old, -eps, eps) - R)^2)

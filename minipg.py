@@ -60,6 +60,7 @@ class Run:
     vec: str = _opt("sync", "sync | async (one process per env: uses more cores)")
     hidden: str = _opt("64,64", "hidden layer sizes, comma-separated")
     activation: str = _opt("tanh", "tanh | relu")
+    dtype: str = _opt("float32", "float32 | float64 for training (float32 is ~2x faster, bench/; the tests use float64)")
     init_log_std: float = _opt(0.0, "initial log σ of a Gaussian policy")
     norm_obs: str = _opt("auto", "observation normalisation by running mean/std: on | off | auto (on for Box actions)")
     obs_clip: float = _opt(10.0, "clip normalised observations to ±this")
@@ -204,6 +205,7 @@ def validate(run, hp):
         (hp.optimiser in nets.OPTIMISERS, f"--optimiser must be adam or rmsprop, got {hp.optimiser!r}"),
         (run.activation in nets.ACTIVATIONS, f"--activation must be tanh or relu, got {run.activation!r}"),
         (run.vec in ("sync", "async"), f"--vec must be sync or async, got {run.vec!r}"),
+        (run.dtype in ("float32", "float64"), f"--dtype must be float32 or float64, got {run.dtype!r}"),
         (run.norm_obs in ("on", "off", "auto"), f"--norm-obs must be on, off or auto, got {run.norm_obs!r}"),
         (run.norm_reward in ("on", "off", "auto"), f"--norm-reward must be on, off or auto, got {run.norm_reward!r}"),
         (run.num_envs >= 1 and run.num_steps >= 1, "--num-envs and --num-steps must be >= 1"),
@@ -353,13 +355,12 @@ class Rollout:
 def collect(agent, ro, T, rng):
     """Run E envs for T steps with the current policy. Returns an algos.Batch of (T, E) arrays.
     Gaussian actions are clipped to the bounds only on the way into the env; the batch keeps the sampled ones."""
-    E = ro.envs.num_envs
-    obs_dim = ro.raw_obs.shape[1]
-    b = algos.Batch(obs=np.zeros((T, E, obs_dim)), act=None, logp=np.zeros((T, E)), val=np.zeros((T, E)),
-                    rew=np.zeros((T, E)), terminated=np.zeros((T, E), bool), truncated=np.zeros((T, E), bool),
-                    final_val=np.zeros((T, E)), last_val=None)
+    E, obs_dim, dt = ro.envs.num_envs, ro.raw_obs.shape[1], agent.dtype
+    b = algos.Batch(obs=np.zeros((T, E, obs_dim), dt), act=None, logp=np.zeros((T, E), dt), val=np.zeros((T, E), dt),
+                    rew=np.zeros((T, E), dt), terminated=np.zeros((T, E), bool), truncated=np.zeros((T, E), bool),
+                    final_val=np.zeros((T, E), dt), last_val=None)
     acts = []
-    obs = ro.norm.obs(ro.raw_obs, update=True)
+    obs = ro.norm.obs(ro.raw_obs, update=True).astype(dt)
     for t in range(T):
         a, logp, val = agent.act(obs, rng)
         env_a = a if ro.discrete else np.clip(a, ro.act_space.low, ro.act_space.high)
@@ -370,7 +371,7 @@ def collect(agent, ro, T, rng):
         if trunc.any():  # bootstrap a time-limit cut from V(true final observation), normalised as usual
             rows = np.flatnonzero(trunc)
             final = np.stack([info["final_obs"][i] for i in rows]).astype(np.float64).reshape(len(rows), -1)
-            b.final_val[t, rows] = agent.value(ro.norm.obs(final))
+            b.final_val[t, rows] = agent.value(ro.norm.obs(final).astype(dt))
         b.rew[t] = ro.norm.reward(rew.astype(np.float64), done)
         ro.ep_ret += rew
         ro.ep_len += 1
@@ -379,7 +380,7 @@ def collect(agent, ro, T, rng):
             ro.episodes.append((ro.steps, float(ro.ep_ret[i]), int(ro.ep_len[i])))
         ro.ep_ret[done], ro.ep_len[done] = 0.0, 0
         ro.raw_obs = raw_next.astype(np.float64).reshape(E, -1)
-        obs = ro.norm.obs(ro.raw_obs, update=True)
+        obs = ro.norm.obs(ro.raw_obs, update=True).astype(dt)
     b.act = np.array(acts) if ro.discrete else np.array(acts).reshape(T, E, -1)
     b.last_val = agent.value(obs)
     return b
@@ -402,7 +403,7 @@ def evaluate(agent, norm, env_id, episodes, seed, render_mode=None, video=None):
         raw, _ = env.reset(seed=seed + i)
         total, done = 0.0, False
         while not done:
-            z, _ = agent.pi.dist(norm.obs(np.asarray(raw, np.float64).reshape(1, -1)))
+            z, _ = agent.pi.dist(norm.obs(np.asarray(raw, np.float64).reshape(1, -1)).astype(agent.dtype))
             a = agent.pi.head.mode(z)[0]
             raw, r, term, trunc, _ = env.step(int(a) if discrete else np.clip(a, act_space.low, act_space.high))
             total, done = total + float(r), term or trunc
@@ -456,7 +457,7 @@ def spaces_of(envs):
 
 def build_agent(run, hp, obs_dim, head, rng):
     return nets.Agent(obs_dim, head, parse_hidden(run.hidden), run.activation, rng, hp.optimiser,
-                      hp.lr_pi, hp.lr_v, hp.adam_eps, run.init_log_std)
+                      hp.lr_pi, hp.lr_v, hp.adam_eps, run.init_log_std, run.dtype)
 
 
 def restore(ck, agent, norm):
@@ -544,7 +545,6 @@ def train(run, hp, resume_dir=None, quiet=False):
         obs_dim, head = spaces["obs_dim"], head_for(envs.single_action_space)
         rng = np.random.default_rng(run.seed)
         agent = build_agent(run, hp, obs_dim, head, rng)
-        agent.beta = None
         norm = Normaliser(obs_dim, run.num_envs, *_norm_flags(run, envs.single_action_space), run.obs_clip, hp.gamma)
         start_it = 0
         ro = Rollout(envs, norm, run.seed)

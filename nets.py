@@ -38,7 +38,7 @@ class MLP:
     Flat order: W_1 row-major, b_1, W_2, b_2, ...
     """
 
-    def __init__(self, sizes, activation="tanh", out_gain=1.0, rng=None, hidden_gain=math.sqrt(2)):
+    def __init__(self, sizes, activation="tanh", out_gain=1.0, rng=None, hidden_gain=math.sqrt(2), dtype=np.float64):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
@@ -46,7 +46,7 @@ class MLP:
         rng = np.random.default_rng(0) if rng is None else rng
         self.sizes, self.activation = tuple(int(s) for s in sizes), activation
         shapes = list(zip(self.sizes[:-1], self.sizes[1:]))
-        self.theta = np.zeros(sum(i * o + o for i, o in shapes))  # (P,)
+        self.theta = np.zeros(sum(i * o + o for i, o in shapes), dtype)  # (P,)
         self.W, self.b, k = [], [], 0
         for i, o in shapes:
             self.W.append(self.theta[k:k + i * o].reshape(i, o)); k += i * o
@@ -55,7 +55,8 @@ class MLP:
             self.W[l][:] = orthogonal(rng, i, o, out_gain if l == len(shapes) - 1 else hidden_gain)
 
     def _act(self, a):
-        return np.tanh(a) if self.activation == "tanh" else np.maximum(a, 0.0)
+        """f(a), in place: a is a fresh temporary."""
+        return np.tanh(a, out=a) if self.activation == "tanh" else np.maximum(a, 0, out=a)
 
     def _dact(self, h):
         """f'(a) written in terms of h = f(a): tanh' = 1 - h^2, relu' = [h > 0]."""
@@ -66,9 +67,11 @@ class MLP:
         if x.ndim != 2 or x.shape[1] != self.sizes[0]:
             raise ValueError(f"MLP input must have shape (N, {self.sizes[0]}), got {x.shape}")
         hs = [x]
-        for l in range(len(self.W) - 1):
-            hs.append(self._act(hs[-1] @ self.W[l] + self.b[l]))  # (N, n_l)
-        return hs[-1] @ self.W[-1] + self.b[-1], hs
+        for l in range(len(self.W)):
+            a = hs[-1] @ self.W[l]  # (N, n_{l+1})
+            a += self.b[l]
+            hs.append(self._act(a) if l < len(self.W) - 1 else a)
+        return hs.pop(), hs
 
     def deltas(self, dy, hs):
         """Backprop dy (N, n_out) through the layers; yields (l, d_l) with d_l = dLoss/d(pre-activation of layer l)."""
@@ -78,15 +81,16 @@ class MLP:
         for l in range(len(self.W) - 1, -1, -1):
             yield l, d
             if l > 0:
-                d = (d @ self.W[l].T) * self._dact(hs[l])  # (N, n_l)
+                d = d @ self.W[l].T  # (N, n_l)
+                d *= self._dact(hs[l])
 
     def backward(self, dy, hs):
         """Returns (dtheta (P,), dx (N, n_in)): the gradient of sum_i <dy_i, y_i> w.r.t. parameters and inputs."""
-        dtheta = np.zeros_like(self.theta)
+        dtheta = np.empty_like(self.theta)
         dW, db = self._views(dtheta)
         for l, d in self.deltas(dy, hs):
-            dW[l][:] = hs[l].T @ d  # (n_in, n_out)
-            db[l][:] = d.sum(0)
+            np.matmul(hs[l].T, d, out=dW[l])  # (n_in, n_out)
+            d.sum(0, out=db[l])
             if l == 0:
                 dx = d @ self.W[0].T  # (N, n_in)
         return dtheta, dx
@@ -234,10 +238,10 @@ class Policy:
     """pi_theta(a|s): an MLP gives the first head.n_out columns of z; the head's state-independent parameters
     (log-std for DiagGaussian, none for Categorical) give the rest. theta = [MLP weights, extra] (P,)."""
 
-    def __init__(self, obs_dim, head, hidden=(64, 64), activation="tanh", rng=None, init_log_std=0.0):
+    def __init__(self, obs_dim, head, hidden=(64, 64), activation="tanh", rng=None, init_log_std=0.0, dtype=np.float64):
         self.head = head
-        self.net = MLP((obs_dim, *hidden, head.n_out), activation, out_gain=0.01, rng=rng)
-        self.extra = np.full(head.D - head.n_out, float(init_log_std))  # (D - n_out,)
+        self.net = MLP((obs_dim, *hidden, head.n_out), activation, out_gain=0.01, rng=rng, dtype=dtype)
+        self.extra = np.full(head.D - head.n_out, float(init_log_std), dtype)  # (D - n_out,)
 
     @property
     def theta(self):
@@ -257,6 +261,8 @@ class Policy:
     def dist(self, obs):
         """obs (N, obs_dim) -> z (N, D), cache."""
         out, hs = self.net.forward(obs)
+        if self.extra.size == 0:
+            return out, hs
         return np.concatenate([out, np.broadcast_to(self.extra, (len(obs), self.extra.size))], 1), hs
 
     def backward(self, dz, hs):
@@ -312,17 +318,17 @@ def per_sample_grads(policy, hs, dz):
 class Adam:
     """Adam (Kingma & Ba 2015): m <- b1 m + (1-b1) g; v <- b2 v + (1-b2) g^2; theta -= lr mhat / (sqrt(vhat) + eps)."""
 
-    def __init__(self, n, lr=3e-4, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, n, lr=3e-4, betas=(0.9, 0.999), eps=1e-8, dtype=np.float64):
         self.lr, self.betas, self.eps = lr, betas, eps
-        self.m, self.v, self.t = np.zeros(n), np.zeros(n), 0
+        self.m, self.v, self.t = np.zeros(n, dtype), np.zeros(n, dtype), 0
 
     def step(self, theta, grad, lr=None):
         b1, b2 = self.betas
         self.t += 1
         self.m = b1 * self.m + (1 - b1) * grad
         self.v = b2 * self.v + (1 - b2) * grad * grad
-        mhat, vhat = self.m / (1 - b1 ** self.t), self.v / (1 - b2 ** self.t)
-        return theta - (self.lr if lr is None else lr) * mhat / (np.sqrt(vhat) + self.eps)
+        step_size = (self.lr if lr is None else lr) * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
+        return theta - step_size * self.m / (np.sqrt(self.v) + self.eps * math.sqrt(1 - b2 ** self.t))
 
     def state(self):
         return {"m": self.m, "v": self.v, "t": np.array(self.t)}
@@ -334,8 +340,8 @@ class Adam:
 class RMSprop(Adam):
     """RMSprop as in A2C / SB3: v <- a v + (1-a) g^2; theta -= lr g / sqrt(v + eps). (m and betas[0] unused.)"""
 
-    def __init__(self, n, lr=7e-4, alpha=0.99, eps=1e-5):
-        super().__init__(n, lr, (0.0, alpha), eps)
+    def __init__(self, n, lr=7e-4, alpha=0.99, eps=1e-5, dtype=np.float64):
+        super().__init__(n, lr, (0.0, alpha), eps, dtype)
 
     def step(self, theta, grad, lr=None):
         self.t += 1
@@ -358,12 +364,14 @@ class Agent:
     """The policy pi_theta and the critic V_phi (a separate MLP with one output), and one optimiser for each."""
 
     def __init__(self, obs_dim, head, hidden=(64, 64), activation="tanh", rng=None, optimiser="adam",
-                 lr_pi=3e-4, lr_v=1e-3, eps=1e-5, init_log_std=0.0):
+                 lr_pi=3e-4, lr_v=1e-3, eps=1e-5, init_log_std=0.0, dtype=np.float64):
         rng = np.random.default_rng(0) if rng is None else rng
-        self.pi = Policy(obs_dim, head, hidden, activation, rng, init_log_std)
-        self.v = MLP((obs_dim, *hidden, 1), activation, out_gain=1.0, rng=rng)
-        self.opt_pi = OPTIMISERS[optimiser](self.pi.n_params, lr=lr_pi, eps=eps)
-        self.opt_v = OPTIMISERS[optimiser](self.v.theta.size, lr=lr_v, eps=eps)
+        self.dtype = np.dtype(dtype)  # float32 trains faster; the tests run in float64
+        self.pi = Policy(obs_dim, head, hidden, activation, rng, init_log_std, dtype)
+        self.v = MLP((obs_dim, *hidden, 1), activation, out_gain=1.0, rng=rng, dtype=dtype)
+        self.opt_pi = OPTIMISERS[optimiser](self.pi.n_params, lr=lr_pi, eps=eps, dtype=dtype)
+        self.opt_v = OPTIMISERS[optimiser](self.v.theta.size, lr=lr_v, eps=eps, dtype=dtype)
+        self.beta = None  # PPO-Penalty's adaptive KL coefficient, once it has one
 
     def value(self, obs):
         """V_phi(s): (N,)."""
