@@ -11,12 +11,12 @@ GROUPS = {"cartpole": "CartPole-v1, each algorithm's defaults (`--algo NAME`, no
           "pendulum": "Pendulum-v1", "mujoco": "MuJoCo"}
 
 
-def _num(x, digits=3):
+def _num(x):
     if x is None:
         return "–"
     if abs(x) >= 1000:
         return f"{x:,.0f}"
-    return f"{x:.{digits}g}" if abs(x) < 10 else f"{x:.1f}" if abs(x) < 100 else f"{x:.0f}"
+    return f"{x:.2f}" if abs(x) < 10 else f"{x:.1f}" if abs(x) < 100 else f"{x:.0f}"
 
 
 def _med(stats, metric, spread=True):
@@ -25,7 +25,8 @@ def _med(stats, metric, spread=True):
         return "–"
     if not spread or s["min"] == s["max"]:
         return _num(s["median"])
-    return f"{_num(s['median'])} ({_num(s['min'])}–{_num(s['max'])})"
+    dash = "–" if s["min"] >= 0 else " to "
+    return f"{_num(s['median'])} ({_num(s['min'])}{dash}{_num(s['max'])})"
 
 
 def _reach(stats):
@@ -45,7 +46,8 @@ def _ref_reach(ref):
 def _target(t):
     name = {"wall_s": "wall", "steps_to_threshold": "steps", "eval_return_mean": "eval"}[t["metric"]]
     unit = " s" if t["metric"] == "wall_s" else ""
-    return f"{name} {'≤' if t['op'] == '<=' else '≥'} {_num(t['value'])}{unit}"
+    value = f"{t['value']:g}" if abs(t["value"]) < 1000 else _num(t["value"])
+    return f"{name} {'≤' if t['op'] == '<=' else '≥'} {value}{unit}"
 
 
 def _task(e):
@@ -67,24 +69,28 @@ def build(results, reference):
              "measured on the same machine: " + reference.get("what", ""), ""]
     scales = sorted({e.get("scale", 1) for e in entries})
     if scales != [1]:
-        lines += [f"> **SMOKE RUN: budgets scaled by {', '.join(map(str, scales))}. These are not benchmark figures.**", ""]
+        scaled = ", ".join(map(str, scales))
+        lines += [f"> **SMOKE RUN: budgets scaled by {scaled}. These are not benchmark figures.**", ""]
 
     timing = [e for e in runs if e["group"] == "timing"]
     if timing:
         lines += ["## Wall-clock at equal work", "",
                   "Training time (`wall_s` in summary.json: the training loop, without start-up and the final "
-                  f"evaluation), median (min–max) over seeds; speed-up = SB3 seconds / minipg median.", ""]
+                  "evaluation), median (min–max) over seeds; speed-up = SB3 seconds / minipg median. "
+                  "The split is the medians of rollout_s and update_s and of the rest of the loop "
+                  "(checkpoints every --save-every iterations, progress.csv rows, bookkeeping).", ""]
         rows = []
         for e in timing:
             ref, wall = e.get("reference") or {}, e["stats"].get("wall_s", {}).get("median")
             refs = ref.get("learn_s_median")
             rows.append([_task(e), _med(e["stats"], "wall_s"), _num(refs),
                          f"{refs / wall:.1f}x" if refs and wall else "–",
+                         " / ".join(_med(e["stats"], m, False) for m in ("rollout_s", "update_s", "other_s")),
                          "; ".join(_target(t) for t in e["targets"]) or "–",
                          "; ".join("PASS" if t["pass"] else "MISS" for t in e["targets"]) or "–",
                          f"{_reach(e['stats'])} / {_ref_reach(ref)}",
                          f"{_med(e['stats'], 'eval_return_mean', False)} / {_num(ref.get('eval_mean_median'))}"])
-        lines += _table(["task", "minipg s", "SB3 s", "speed-up", "target", "result",
+        lines += _table(["task", "minipg s", "SB3 s", "speed-up", "rollout / update / other s", "target", "result",
                          "steps to threshold, median (reached): minipg / SB3", "eval return: minipg / SB3"], rows)
 
     if runs or floors:
@@ -95,18 +101,20 @@ def build(results, reference):
                   f"(measured here with {next(iter(floors.values()))['num_envs'] if floors else 8} sync envs; "
                   "tasks with fewer envs pay more vector-env overhead per step).", ""]
         raw = reference.get("raw_env_steps_per_s", {})
-        rows = [[f"raw floor {env}", "8", _med(f["stats"], "steps_per_s"), "", "", "",
+        rows = [[f"raw floor {env}", f.get("num_envs", "?"), _med(f["stats"], "steps_per_s"), "", "", "",
                  _num((f.get("reference") or {}).get("steps_per_s"))] for env, f in floors.items()]
         for e in runs:
-            floor = (floors.get(e["env"]) or {}).get("stats", {}).get("steps_per_s", {}).get("median")
-            if floor is None:  # fall back to the SB3-session figure of the same floor
-                floor = next((v for k, v in raw.items() if k.startswith(f"{e['env']} ")), None)
-            frac = lambda m: (f"{e['stats'][m]['median'] / floor:.0%}" if floor and m in e["stats"] else "–")  # noqa: E731
+            floor, mark = (floors.get(e["env"]) or {}).get("stats", {}).get("steps_per_s", {}).get("median"), ""
+            if floor is None:  # no floor measured here: the SB3 session's figure of the same floor
+                floor, mark = next((v for k, v in raw.items() if k.startswith(f"{e['env']} ")), None), " (SB3's floor)"
+
+            def frac(m, e=e, floor=floor, mark=mark):
+                return f"{e['stats'][m]['median'] / floor:.0%}{mark}" if floor and m in e["stats"] else "–"
             rows.append([_task(e), e.get("num_envs", "?"), _med(e["stats"], "steps_per_s", False), frac("steps_per_s"),
                          _med(e["stats"], "rollout_steps_per_s", False), frac("rollout_steps_per_s"),
                          _num((e.get("reference") or {}).get("steps_per_s_median"))])
         lines += _table(["task", "envs", "training steps/s", "of floor", "rollout steps/s", "of floor",
-                         "SB3 training steps/s"], rows)
+                         "SB3 steps/s (training; floor)"], rows)
 
     for group, title in GROUPS.items():
         rows = []
@@ -116,12 +124,13 @@ def build(results, reference):
                          _med(e["stats"], "eval_return_mean"), _med(e["stats"], "wall_s", False),
                          "; ".join(_target(t) for t in e["targets"]),
                          "; ".join("PASS" if t["pass"] else "MISS" for t in e["targets"]),
-                         f"{ref['task']}: {_ref_reach(ref)}, eval {_num(ref.get('eval_mean_median'))}" if ref else "–"])
+                         f"{ref['task']}: {_ref_reach(ref)}, eval {_num(ref.get('eval_mean_median'))}"
+                         if ref else "–"])
         if rows:
             lines += [f"## Sample efficiency: {title}", "",
                       "Targets are on the median over seeds; steps to threshold = the first env step at which the "
                       "mean of the last 20 training episodes reaches it (not reached counts as never); "
-                      f"eval = {20} deterministic episodes at the end.", ""]
+                      "eval = 20 deterministic episodes at the end.", ""]
             lines += _table(["task", "env steps", "threshold", "steps to threshold, median (reached)",
                              "eval return, median (min–max)", "wall s", "target", "result", "SB3 reference"], rows)
 
@@ -131,15 +140,20 @@ def build(results, reference):
         lines.append(f"- `{cmd[0]}` ({dates[0]}" + (f" to {dates[-1]}" if dates[-1] != dates[0] else "") + ")")
     for what in ("machine", "versions"):
         for v in sorted({json.dumps(e[what], sort_keys=True) for e in entries}):
-            d = {k: x for k, x in json.loads(v).items()}
-            lines.append(f"- {what}: " + ", ".join(f"{k} {x}" for k, x in d.items()))
+            lines.append(f"- {what}: " + ", ".join(f"{k} {x}" for k, x in json.loads(v).items()))
+    load = max((e.get("loadavg_1min_at_start") or 0 for e in entries), default=0)
+    if load > 0.5:
+        lines.append(f"- **load average at start up to {load}: the machine was not idle; timings are pessimistic**")
     lines += ["", "Per-seed figures and the exact minipg commands are in results.json."]
     return "\n".join(lines) + "\n"
 
 
 def write(path, reference_path, quiet=False):
     """Rebuild results.md next to results.json. Returns a process exit code."""
-    text = open(path).read().strip() if os.path.isfile(path) else ""
+    text = ""
+    if os.path.isfile(path):
+        with open(path) as f:
+            text = f.read().strip()
     if not text or not json.loads(text):
         print(f"{path} is missing or empty: run python bench/run.py first")
         return 1

@@ -2,7 +2,7 @@
 figures measured on the same 2-core machine (bench/sb3_reference.json, a copy of the measurement notes).
 
     python bench/run.py                          # --size quick: 4 timed tasks x 3 seeds + the raw env floor (< 10 min)
-    python bench/run.py --size full              # + CartPole defaults of all 7 algorithms x 5 seeds, Pendulum, MuJoCo (hours)
+    python bench/run.py --size full              # + CartPole defaults x 7 algorithms, Pendulum, MuJoCo: hours
     python bench/run.py --only trpo              # only tasks whose name contains 'trpo' (case-insensitive)
     python bench/run.py --size full --only reinforce --seeds 2
     python bench/run.py --dry-run                # print the commands, run nothing
@@ -19,7 +19,20 @@ accumulate), written after every task; bench/results.md (tables for the README) 
 Smoke test: --scale 0.05 multiplies every budget (whole batches, at least one); its results go to
 bench/runs/scale-0.05/results.{json,md} and are marked "scale", never into bench/results.json.
 """
-import argparse, csv, datetime, importlib.metadata, json, math, os, platform, shlex, shutil, statistics, subprocess, sys, time
+import argparse
+import csv
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,15 +69,15 @@ QUICK = [
          "--optimiser rmsprop --ent-coef 0", 3, "a2c CartPole-v1 zoo 100k", "timing", (("wall_s", "<=", 1.6),)),
     Task("ppo Pendulum-v1 zoo 100k", "--algo ppo --env Pendulum-v1 --preset pendulum --steps 102400 --target -200", 3,
          "ppo Pendulum-v1 zoo-nosde 102k", "timing", (("wall_s", "<=", 5.6),)),
-    Task("raw env floor CartPole-v1", "CartPole-v1", 3, "CartPole-v1 8 sync envs random actions", "floor", kind="floor"),
-    Task("raw env floor Pendulum-v1", "Pendulum-v1", 3, "Pendulum-v1 8 sync envs random actions", "floor", kind="floor"),
-]
+] + [Task(f"raw env floor {env}", env, 3, f"{env} 8 sync envs random actions", "floor", kind="floor")
+       for env in ("CartPole-v1", "Pendulum-v1")]
 CARTPOLE_TARGETS = {"ppo": 50_000, "ppo-penalty": 50_000, "trpo": 100_000, "npg": 100_000, "vpg": 300_000,
                     "a2c": 300_000, "reinforce": 500_000}
-CARTPOLE_REFS = {"ppo": "ppo CartPole-v1 zoo 100k", "trpo": "trpo CartPole-v1 zoo 100k", "a2c": "a2c CartPole-v1 zoo 500k"}
+CARTPOLE_REFS = {"ppo": "ppo CartPole-v1 zoo 100k", "trpo": "trpo CartPole-v1 zoo 100k",
+                 "a2c": "a2c CartPole-v1 zoo 500k"}  # SB3 ran a2c for 100k (never reached 475) and 500k
 FULL = QUICK + [
-    Task(f"{a} CartPole-v1 defaults", f"--algo {a}", 5, CARTPOLE_REFS.get(a), "cartpole", (("steps_to_threshold", "<=", t),))
-    for a, t in CARTPOLE_TARGETS.items()
+    Task(f"{a} CartPole-v1 defaults", f"--algo {a}", 5, CARTPOLE_REFS.get(a), "cartpole",
+         (("steps_to_threshold", "<=", t),)) for a, t in CARTPOLE_TARGETS.items()
 ] + [
     Task("ppo Pendulum-v1 preset", "--algo ppo --env Pendulum-v1 --preset pendulum --target -200", 3,
          "ppo Pendulum-v1 zoo-nosde 102k", "pendulum", (("eval_return_mean", ">=", -200),)),
@@ -72,11 +85,11 @@ FULL = QUICK + [
          "trpo Pendulum-v1 zoo-nosde 100k", "pendulum", (("eval_return_mean", ">=", -200),)),
     Task("ppo HalfCheetah-v5 1M", "--algo ppo --env HalfCheetah-v5 --preset mujoco", 3, None, "mujoco",
          (("eval_return_mean", ">=", 2500), ("wall_s", "<=", 600)), needs="mujoco"),
-    Task("trpo HalfCheetah-v5 1M", "--algo trpo --env HalfCheetah-v5 --preset mujoco --steps 1000000", 3, None, "mujoco",
-         (("eval_return_mean", ">=", 1800),), needs="mujoco"),
+    Task("trpo HalfCheetah-v5 1M", "--algo trpo --env HalfCheetah-v5 --preset mujoco --steps 1000000", 3, None,
+         "mujoco", (("eval_return_mean", ">=", 1800),), needs="mujoco"),
 ]
-METRICS = ("wall_s", "rollout_s", "update_s", "steps_per_s", "rollout_steps_per_s", "eval_return_mean", "total_steps",
-           "process_s")
+METRICS = ("wall_s", "rollout_s", "update_s", "other_s", "steps_per_s", "rollout_steps_per_s", "eval_return_mean",
+           "total_steps", "process_s")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -84,12 +97,15 @@ METRICS = ("wall_s", "rollout_s", "update_s", "steps_per_s", "rollout_steps_per_
 # ---------------------------------------------------------------------------------------------------------------
 
 def budget(args, scale):
-    """(args with the budget scaled, steps, batch), using minipg's own resolution of defaults, presets and flags."""
+    """(args with the budget scaled, steps, batch, num_envs), by minipg's own resolution of defaults, presets, flags."""
     import minipg
-    given = vars(minipg.build_parser().parse_args(args))
-    for mode in ("eval", "video", "render", "plot", "resume"):
-        given.pop(mode)
-    run, _ = minipg.resolve(given)
+    try:
+        given = vars(minipg.build_parser().parse_args(args))
+        for mode in ("eval", "video", "render", "plot", "resume"):
+            given.pop(mode)
+        run, _ = minipg.resolve(given)
+    except minipg.UsageError as e:
+        sys.exit(f"bench/run.py: bad minipg arguments {shlex.join(args)!r}: {e}")
     batch = run.num_envs * run.num_steps
     if scale == 1:
         return args, run.steps, batch, run.num_envs
@@ -124,10 +140,14 @@ def run_minipg(args, seed, out, episodes=EVAL_EPISODES):
         s = json.load(f)
     with open(os.path.join(ROOT, out, "progress.csv")) as f:
         last = list(csv.DictReader(f))[-1]
+    with open(os.path.join(ROOT, out, "config.json")) as f:
+        config = json.load(f)  # the fully resolved config (defaults change: e.g. --dtype)
     return {"seed": seed, **{k: s[k] for k in ("total_steps", "wall_s", "rollout_s", "update_s", "steps_to_threshold",
                                                 "threshold", "eval_return_mean", "env")},
+            "other_s": s["wall_s"] - s["rollout_s"] - s["update_s"],  # checkpoints, progress.csv, bookkeeping
             "steps_per_s": float(last["steps_per_s"]), "rollout_steps_per_s": s["total_steps"] / s["rollout_s"],
-            "process_s": process_s}
+            "process_s": process_s,  # the whole child process: start-up, warm numba cache, training, evaluation
+            "config": config}
 
 
 def run_floor(env_id, seed, steps, num_envs=FLOOR_ENVS):
@@ -146,7 +166,8 @@ def run_floor(env_id, seed, steps, num_envs=FLOOR_ENVS):
         envs.step(a)
     wall = time.perf_counter() - t
     envs.close()
-    return {"seed": seed, "env": env_id, "total_steps": n * num_envs, "wall_s": wall, "steps_per_s": n * num_envs / wall}
+    return {"seed": seed, "env": env_id, "total_steps": n * num_envs, "wall_s": wall,
+            "steps_per_s": n * num_envs / wall}
 
 
 def summarise(per_seed):
@@ -193,7 +214,7 @@ def versions():
 
 def machine():
     info = {"cpu": platform.processor() or platform.machine(), "nproc": os.cpu_count(), "ram_gib": None,
-            "os": platform.platform(), "loadavg_1min_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+            "os": platform.platform()}
     for path, key, fn in (("/proc/cpuinfo", "model name", lambda s: s),
                           ("/proc/meminfo", "MemTotal", lambda s: round(int(s.split()[0]) / 2 ** 20, 1))):
         try:
@@ -206,10 +227,12 @@ def machine():
 
 
 def load_results(path):
-    if not os.path.isfile(path) or not open(path).read().strip():
+    """The results so far ({} when the file is absent or empty)."""
+    if not os.path.isfile(path):
         return {}
     with open(path) as f:
-        return json.load(f)
+        text = f.read()
+    return json.loads(text) if text.strip() else {}
 
 
 def save_results(path, task_name, entry):
@@ -226,14 +249,15 @@ def run_task(task, seeds, scale, runs_dir, reference, dry_run):
     slug = task.name.replace(" ", "-")
     if task.kind == "floor":
         steps = max(FLOOR_ENVS, int(FLOOR_STEPS * scale))
-        print(f"  {FLOOR_ENVS} x SyncVectorEnv({task.args}), {steps} random-action steps, seeds {seeds[0]}..{seeds[-1]}")
+        print(f"  {FLOOR_ENVS} x SyncVectorEnv({task.args}), {steps} random-action steps, seeds {seeds}")
         if dry_run:
             return None
         per_seed = [run_floor(task.args, s, steps) for s in seeds]
         for r in per_seed:
             print(f"    seed {r['seed']}: {r['steps_per_s']:,.0f} steps/s")
-        return {"kind": "floor", "env": task.args, "per_seed": per_seed, "stats": summarise(per_seed),
-                "num_envs": FLOOR_ENVS, "reference": {"steps_per_s": reference["raw_env_steps_per_s"].get(task.ref), "what": task.ref}}
+        return {"kind": "floor", "env": task.args, "num_envs": FLOOR_ENVS, "per_seed": per_seed,
+                "stats": summarise(per_seed),
+                "reference": {"steps_per_s": reference["raw_env_steps_per_s"].get(task.ref), "what": task.ref}}
     args, steps, batch, num_envs = budget(shlex.split(task.args), scale)
     cmds = [shlex.join(["OPENBLAS_NUM_THREADS=1", "python", "minipg.py", *args, "--seed", str(s), "--out",
                         f"{runs_dir}/{slug}/s{s}", "--eval-episodes", str(EVAL_EPISODES)]) for s in seeds]
@@ -251,18 +275,21 @@ def run_task(task, seeds, scale, runs_dir, reference, dry_run):
         per_seed.append(r)
         print(f"    seed {s}: " + (f"FAILED {r['error']} (see {r['log']})" if "error" in r else
               f"wall {r['wall_s']:.2f} s (rollout {r['rollout_s']:.2f}, update {r['update_s']:.2f}), "
-              f"{r['steps_per_s']:,.0f} steps/s, threshold {r['threshold']} at {r['steps_to_threshold']}, "
+              f"{r['steps_per_s']:,.0f} steps/s, {r['threshold']:g} reached at step {r['steps_to_threshold']}, "
               f"eval {r['eval_return_mean']:.1f}"))
     stats = summarise(per_seed)
+    config = next((r.pop("config") for r in per_seed if "config" in r), None)
+    for r in per_seed:
+        r.pop("config", None)
     ref = next((r for r in reference["runs"] if r["task"] == task.ref), None)
     return {"kind": "minipg", "env": next((r["env"] for r in per_seed if "env" in r), None), "steps": steps,
-            "batch": batch, "num_envs": num_envs, "minipg_args": args, "commands": cmds, "per_seed": per_seed, "stats": stats,
-            "threshold": next((r["threshold"] for r in per_seed if "threshold" in r), None), "reference": ref,
-            "failed": sum("error" in r for r in per_seed)}
+            "batch": batch, "num_envs": num_envs, "minipg_args": args, "commands": cmds, "per_seed": per_seed,
+            "stats": stats, "threshold": next((r["threshold"] for r in per_seed if "threshold" in r), None),
+            "reference": ref, "failed": sum("error" in r for r in per_seed), "config": config}
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=("quick", "full"), default="quick", help="quick (< 10 min) or full (hours)")
     p.add_argument("--only", metavar="SUBSTRING", help="run only the tasks whose name contains this (case-insensitive)")
     p.add_argument("--seeds", type=int, help="seeds per task (default: the task's own, 3 or 5), seeds 0..N-1")
@@ -285,8 +312,9 @@ def main(argv=None):
         reference = json.load(f)
     bench_command = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
     t0, failed, vers, mach = time.time(), 0, versions(), machine()
-    if not a.dry_run and (mach["loadavg_1min_at_start"] or 0) > 0.5:
-        print(f"warning: load average {mach['loadavg_1min_at_start']:.2f}: the machine is not idle, timings will suffer")
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    if not a.dry_run and (load or 0) > 0.5:
+        print(f"warning: load average {load}: the machine is not idle, the timings will suffer")
     for i, task in enumerate(tasks, 1):
         seeds = list(range(a.seeds or task.seeds))
         print(f"[{i}/{len(tasks)}] {task.name}  ({len(seeds)} seeds)", flush=True)
@@ -301,10 +329,13 @@ def main(argv=None):
             continue
         entry.update(task=task.name, group=task.group, ref_task=task.ref, seeds=seeds, scale=a.scale,
                      targets=check_targets(task.targets, entry["stats"]), bench_command=bench_command,
-                     date=datetime.datetime.now().isoformat(timespec="seconds"), versions=vers, machine=mach)
+                     loadavg_1min_at_start=load, date=datetime.datetime.now().isoformat(timespec="seconds"),
+                     versions=vers, machine=mach)
         failed += entry.get("failed", 0)
         for t in entry["targets"]:
-            print(f"  target median {t['metric']} {t['op']} {t['value']}: {t['median']} -> {'PASS' if t['pass'] else 'MISS'}")
+            median = "none" if t["median"] is None else f"{t['median']:.4g}"
+            print(f"  target: median {t['metric']} {median} {t['op']} {t['value']}? "
+                  + ("PASS" if t["pass"] else "MISS"))
         save_results(path, task.name, entry)
         report.write(path, REFERENCE, quiet=True)
     if not a.dry_run:
