@@ -338,7 +338,8 @@ class Adam:
 
 
 class RMSprop(Adam):
-    """RMSprop as in A2C / SB3: v <- a v + (1-a) g^2; theta -= lr g / sqrt(v + eps). (m and betas[0] unused.)"""
+    """RMSprop as in A2C / SB3 (torch.optim.RMSprop): v <- a v + (1-a) g^2; theta -= lr g / (sqrt(v) + eps).
+    (m and betas[0] are unused.)"""
 
     def __init__(self, n, lr=7e-4, alpha=0.99, eps=1e-5, dtype=np.float64):
         super().__init__(n, lr, (0.0, alpha), eps, dtype)
@@ -346,7 +347,7 @@ class RMSprop(Adam):
     def step(self, theta, grad, lr=None):
         self.t += 1
         self.v = self.betas[1] * self.v + (1 - self.betas[1]) * grad * grad
-        return theta - (self.lr if lr is None else lr) * grad / np.sqrt(self.v + self.eps)
+        return theta - (self.lr if lr is None else lr) * grad / (np.sqrt(self.v) + self.eps)
 
 
 OPTIMISERS = {"adam": Adam, "rmsprop": RMSprop}

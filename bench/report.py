@@ -78,7 +78,7 @@ def build(results, reference):
                   "Training time (`wall_s` in summary.json: the training loop, without start-up and the final "
                   "evaluation), median (min–max) over seeds; speed-up = SB3 seconds / minipg median. "
                   "The split is the medians of rollout_s and update_s and of the rest of the loop "
-                  "(checkpoints every --save-every iterations, progress.csv rows, bookkeeping).", ""]
+                  "(checkpoints every --save-every-s seconds, progress.csv rows, bookkeeping).", ""]
         rows = []
         for e in timing:
             ref, wall = e.get("reference") or {}, e["stats"].get("wall_s", {}).get("median")
