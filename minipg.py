@@ -568,9 +568,10 @@ def _loop(run, hp, update, agent, norm, ro, rng, out, spaces, start_it, say, res
     log_every = run.log_every or max(1, math.ceil(iters / 40))
     ck_path, progress_path = os.path.join(out, "policy.npz"), os.path.join(out, "progress.csv")
     defaults = {**asdict(Run()), **asdict(algos.Hyper())}
-    changed = {k: v for k, v in {**asdict(run), **asdict(hp)}.items() if defaults.get(k) != v}
+    changed = {k: v for k, v in {**asdict(run), **asdict(hp)}.items()
+               if defaults.get(k) != v and not (isinstance(v, float) and math.isnan(v))}
     say(f"minipg {run.algo} on {run.env}  |  {iters} iterations x {batch} steps = {iters * batch} env steps  |  "
-        f"seed {run.seed}\n  config (differs from defaults): {json.dumps(changed)}\n  output: {out}")
+        f"seed {run.seed}  |  {run.dtype}\n  config (differs from defaults): {json.dumps(changed)}\n  output: {out}")
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump({"run": asdict(run), "hyper": asdict(hp)}, f, indent=1)
     progress_file = open(progress_path, "a" if resumed else "w", newline="")  # one row per iteration, flushed
@@ -777,4 +778,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `python minipg.py ... | head` ends quietly
     sys.exit(main())
