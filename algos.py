@@ -90,8 +90,9 @@ class Batch:
 
 @njit(cache=True)
 def discount_cumsum(rew, done, gamma):
-    """Reward-to-go R_hat_t = sum_{t' >= t} gamma^(t'-t) r_t' within each episode (000 §Don't Let the Past
-    Distract You). rew, done: (T, E); done ends an episode (no bootstrap). Returns (T, E)."""
+    """Reward-to-go R_hat_t = sum_{t' >= t} gamma^(t'-t) r_t' within each episode
+    (000 §Don't Let the Past Distract You; 003 §5.2, causality: an action cannot change the rewards before it).
+    rew, done: (T, E); done ends an episode (no bootstrap). Returns (T, E)."""
     T, E = rew.shape
     ret = np.zeros_like(rew)
     running = np.zeros(E)  # (E,) the return from t on; time outside, envs inside: rows are contiguous in memory
@@ -150,8 +151,10 @@ def explained_variance(val, ret):
 # ---------------------------------------------------------------------------------------------------------------
 
 def cg(f_Ax, b, iters=10, tol=1e-10):
-    """Conjugate gradient for A x = b with A symmetric positive definite, given only v -> A v.
-    Returns x. (Hestenes & Stiefel; as in modular_rl / Spinning Up.)"""
+    """Conjugate gradient for A x = b with A symmetric positive definite, given only v -> A v: how TRPO solves
+    F x = g without forming F (000 §Proximal Policy Optimization: "solved using the conjugate gradient
+    algorithm"). Stops after `iters` steps or once the squared residual r^T r <= tol (absolute, as in
+    modular_rl / Spinning Up). Returns x."""
     x = np.zeros_like(b)
     r = b.copy()  # residual b - A x with x = 0
     p = r.copy()
@@ -177,7 +180,8 @@ def fisher_vector_product(pi, z, hs, v, damping=0.0):
 
 
 def line_search(f, theta_old, step, max_kl, coef=0.8, iters=10):
-    """Backtracking line search (TRPO): try theta_old + coef^j step, j = 0, 1, ...; accept the first with
+    """Backtracking line search (TRPO, 000 §Proximal Policy Optimization: the step must satisfy the KL
+    constraint, mean KL <= delta): try theta_old + coef^j step, j = 0, 1, ...; accept the first with
     mean KL <= max_kl and an improved surrogate. f(theta) -> (surrogate, kl). Returns (theta, j) and
     (theta_old, iters) when no step is accepted."""
     surr_old, _ = f(theta_old)
@@ -228,8 +232,13 @@ def diagnostics(agent, obs, act, z_old, val_old, ret, **info):
 
 def pg_estimate(pi, obs, act, phi, ep, baseline, val=None):
     """The Monte Carlo policy gradient g = 1/N_tau sum_tau sum_t grad log pi(a_t|s_t) (Phi_t - b),
-    000 §Other Forms of the Policy Gradient, 003 §5.3. obs (N, obs_dim), phi (N,), ep (N,) episode index
-    (sorted, 0..N_tau-1), val (N,) = V_phi(s_t) for baseline 'v'. Returns g (P,)."""
+    000 §Other Forms of the Policy Gradient, 002 §basic policy gradient, 003 §5.3. It rests on the
+    log-derivative trick grad p_theta(tau) = p_theta(tau) grad log p_theta(tau)
+    (003 §2.2, 000 §Deriving the Simplest Policy Gradient), and any b(s_t) leaves its mean unchanged since E[grad log pi] = 0
+    (000 §Baselines in Policy Gradients, 002 §baselines, 003 §5.3.2). Without autograd, the weighted
+    "pseudo-loss" of 003 §7.1, sum_t log pi(a_t|s_t) Q_t, becomes: weight d log pi/dz by Q_t, then backprop.
+    obs (N, obs_dim), phi (N,), ep (N,) episode index (sorted, 0..N_tau-1), val (N,) = V_phi(s_t) for
+    baseline 'v'. Returns g (P,)."""
     z, hs = pi.dist(obs)
     dlogp = pi.head.dlogp(z, act)                     # (N, D)
     n_tau = ep[-1] + 1
@@ -251,7 +260,8 @@ def pg_estimate(pi, obs, act, phi, ep, baseline, val=None):
 
 
 def update_reinforce(agent, b, hp, rng, frac=1.0):
-    """REINFORCE with Phi_t = R(tau) (hp.phi='return') or the reward-to-go (hp.phi='rtg'), and a baseline."""
+    """REINFORCE (003 §3): with Phi_t = R(tau) (hp.phi='return') or the reward-to-go (hp.phi='rtg'), minus a
+    baseline, on whole episodes."""
     done = b.terminated | b.truncated      # the time limit is the horizon T of the notes: no bootstrap
     keep = flat(whole_episodes(done))      # (N,) only episodes that started and ended in this batch
     if not keep.any():
@@ -285,7 +295,7 @@ def update_vpg(agent, b, hp, rng, frac=1.0):
     pi, N = agent.pi, len(obs)
     A = normalise(adv) if hp.norm_adv else adv
     z_old, hs = pi.dist(obs)
-    # 000 §VPG: g = 1/N sum_t grad log pi(a_t|s_t) A_hat_t  (+ c2 grad H, the entropy bonus)
+    # 000 §Vanilla Policy Gradient (VPG): g = 1/N sum_t grad log pi(a_t|s_t) A_hat_t  (+ c2 grad H, the entropy bonus)
     g = pi.backward(pi.head.dlogp(z_old, act) * A[:, None] + hp.ent_coef * pi.head.dentropy(z_old), hs) / N
     # theta_{k+1} = theta_k + alpha g
     pi.theta = agent.opt_pi.step(pi.theta, -g)

@@ -130,7 +130,7 @@ def _log_softmax(z):
 
 
 class Categorical:
-    """pi(a|s) = softmax(z)_a over logits z (N, A), for Discrete(A) actions. 000 "Policies" (categorical)."""
+    """pi(a|s) = softmax(z)_a over logits z (N, A), for Discrete(A) actions. 000 §Policies (categorical)."""
 
     def __init__(self, n):
         self.n_out, self.D = n, n  # the MLP gives all D = A parameters; no state-independent ones
@@ -174,14 +174,14 @@ class Categorical:
         return _softmax(z) - _softmax(z_old)  # (N, A)
 
     def fisher(self, z, dz):
-        """Fisher metric of the logits applied to dz: M dz = (diag(p) - p p^T) dz. 001 "Method 2: Natural Gradient"."""
+        """Fisher metric of the logits applied to dz: M dz = (diag(p) - p p^T) dz. 001 §Method 2."""
         p = _softmax(z)
         return p * dz - p * (p * dz).sum(1, keepdims=True)  # (N, A)
 
 
 class DiagGaussian:
     """pi(a|s) = N(mu, diag(sigma^2)), z = [mu (N, A), log_std (N, A)]; mu from the MLP, log_std a free
-    state-independent parameter (000 "Policies", diagonal Gaussian; 003 §2.5)."""
+    state-independent parameter (000 §Policies, diagonal Gaussian; 003 §2.5)."""
 
     def __init__(self, act_dim):
         self.A = act_dim
@@ -229,7 +229,7 @@ class DiagGaussian:
         return np.concatenate([(mu - mu0) / var, 1.0 - (np.exp(2 * ls0) + (mu0 - mu) ** 2) / var], 1)  # (N, 2A)
 
     def fisher(self, z, dz):
-        """Fisher metric applied to dz: 1/sigma^2 on the mean, 2 on each log-std. 001 "Method 2: Natural Gradient"."""
+        """Fisher metric applied to dz: 1/sigma^2 on the mean, 2 on each log-std. 001 §Method 2."""
         log_std = self._split(z)[1]
         return np.concatenate([dz[:, :self.A] / np.exp(2 * log_std), 2.0 * dz[:, self.A:]], 1)  # (N, 2A)
 
@@ -301,7 +301,8 @@ def _outer_rows(G, col, h, d):
 
 
 def per_sample_grads(policy, hs, dz):
-    """hs: the cache of policy.dist(obs); dz: (N, D). Returns G: (N, P) in theta's flat order; G.sum(0) == backward."""
+    """hs: the cache of policy.dist(obs); dz: (N, D). Returns G: (N, P) in theta's flat order; G.sum(0) == backward.
+    Row i is the g_i that the optimal baseline of 003 §5.3.4 weighs by g^2."""
     net, N = policy.net, len(dz)
     G = np.empty((N, policy.n_params), dtype=dz.dtype)  # (N, P)
     offsets = np.cumsum([0] + [W.size + b.size for W, b in zip(net.W, net.b)])
@@ -316,7 +317,8 @@ def per_sample_grads(policy, hs, dz):
 # ---------------------------------------------------------------------------------------------------------------
 
 class Adam:
-    """Adam (Kingma & Ba 2015): m <- b1 m + (1-b1) g; v <- b2 v + (1-b2) g^2; theta -= lr mhat / (sqrt(vhat) + eps)."""
+    """Adam (Kingma & Ba 2015), the optimiser 003 §7 recommends for policy gradients:
+    m <- b1 m + (1-b1) g; v <- b2 v + (1-b2) g^2; theta -= lr mhat / (sqrt(vhat) + eps)."""
 
     def __init__(self, n, lr=3e-4, betas=(0.9, 0.999), eps=1e-8, dtype=np.float64):
         self.lr, self.betas, self.eps = lr, betas, eps
