@@ -277,8 +277,9 @@ def update_reinforce(agent, b, hp, rng, frac=1.0):
     # 000 §Deriving the Simplest Policy Gradient: theta_{k+1} = theta_k + alpha g  (the optimiser descends -g)
     agent.pi.theta = agent.opt_pi.step(agent.pi.theta, -g)
     loss_v = fit_value(agent, obs, ret, hp, rng) if hp.baseline == "v" else 0.0
-    return diagnostics(agent, obs, act, z_old, val, ret, loss_pi=-float(np.mean(phi)), loss_v=loss_v,
-                       episodes=int(ep[-1] + 1))
+    # loss_pi: the 003 §7.1 pseudo-loss -1/N_tau sum_t log pi(a_t|s_t) Phi_t at theta_old (its value means little)
+    loss_pi = -float(np.sum(agent.pi.head.log_prob(z_old, act) * phi) / (ep[-1] + 1))
+    return diagnostics(agent, obs, act, z_old, val, ret, loss_pi=loss_pi, loss_v=loss_v, episodes=int(ep[-1] + 1))
 
 
 update_reinforce.whole_episodes = True  # minipg.py resets the envs before each batch
@@ -300,7 +301,8 @@ def update_vpg(agent, b, hp, rng, frac=1.0):
     # theta_{k+1} = theta_k + alpha g
     pi.theta = agent.opt_pi.step(pi.theta, -g)
     loss_v = fit_value(agent, obs, ret, hp, rng)
-    return diagnostics(agent, obs, act, z_old, val, ret, loss_pi=-float(np.mean(A)), loss_v=loss_v)
+    return diagnostics(agent, obs, act, z_old, val, ret, loss_v=loss_v,
+                       loss_pi=-float(np.mean(logp_old * A)))  # the pseudo-loss at theta_old (003 §7.1)
 
 
 def update_a2c(agent, b, hp, rng, frac=1.0):
@@ -319,7 +321,7 @@ def update_a2c(agent, b, hp, rng, frac=1.0):
     grad, _ = nets.clip_grad_norm(np.concatenate([-g, dphi]), hp.max_grad_norm)  # one global norm, as in A2C
     pi.theta = agent.opt_pi.step(pi.theta, grad[:pi.n_params])
     agent.v.theta[:] = agent.opt_v.step(agent.v.theta, grad[pi.n_params:])
-    return diagnostics(agent, obs, act, z_old, val, ret, loss_pi=-float(np.mean(A)),
+    return diagnostics(agent, obs, act, z_old, val, ret, loss_pi=-float(np.mean(logp_old * A)),
                        loss_v=float(0.5 * np.mean((out[:, 0] - ret) ** 2)))
 
 

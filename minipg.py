@@ -711,6 +711,13 @@ def plot_cmd(dirs):
         ys = np.array([np.interp(grid, x, y) for x, y in curves])  # (seeds, 200)
         line, = ax.plot(grid, np.median(ys, 0), label=f"{os.path.basename(os.path.normpath(d))} (median of {len(runs)})")
         ax.fill_between(grid, ys.min(0), ys.max(0), alpha=0.2, color=line.get_color())
+    titles = set()
+    for d in dirs:  # "ppo on CartPole-v1" from the runs' config.json
+        for root, _, files in os.walk(d):
+            if "config.json" in files:
+                cfg = json.load(open(os.path.join(root, "config.json")))["run"]
+                titles.add(f"{cfg['algo']} on {cfg['env']}")
+    ax.set_title(", ".join(sorted(titles)) + ("  (line: median, band: min-max over seeds)" if len(ax.collections) else ""))
     ax.set_xlabel("env steps")
     ax.set_ylabel("mean return of the last 20 episodes")
     ax.grid(alpha=0.3)
