@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field, asdict
 
@@ -398,6 +399,17 @@ def evaluate(agent, norm, env_id, episodes, seed, render_mode=None, video=None):
             env.close()
             raise UsageError("--video needs moviepy: pip install moviepy")
         env = _gym().wrappers.RecordVideo(env, video, episode_trigger=lambda i: True, disable_logger=True)
+    try:
+        with warnings.catch_warnings():  # gymnasium's notes about video folders and frames
+            warnings.simplefilter("ignore")
+            return _episodes(agent, norm, env, episodes, seed)
+    except _gym().error.DependencyNotInstalled as e:  # rendering needs an extra (pygame, mujoco, ...)
+        raise UsageError(f"{'--video' if video else '--render'} needs an optional extra: {str(e).splitlines()[0]}")
+    finally:
+        env.close()
+
+
+def _episodes(agent, norm, env, episodes, seed):
     act_space, returns = env.action_space, []
     discrete = isinstance(act_space, _gym().spaces.Discrete)
     for i in range(episodes):
@@ -409,7 +421,6 @@ def evaluate(agent, norm, env_id, episodes, seed, render_mode=None, video=None):
             raw, r, term, trunc, _ = env.step(int(a) if discrete else np.clip(a, act_space.low, act_space.high))
             total, done = total + float(r), term or trunc
         returns.append(total)
-    env.close()
     return returns
 
 
