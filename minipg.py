@@ -15,7 +15,6 @@ import argparse
 import csv
 import dataclasses
 import difflib
-import io
 import json
 import math
 import os
@@ -391,6 +390,8 @@ def collect(agent, ro, T, rng):
 def evaluate(agent, norm, env_id, episodes, seed, render_mode=None, video=None):
     """Deterministic policy (the head's mode), frozen normalisation; episode i starts from reset(seed + i).
     Returns the list of episode returns."""
+    if render_mode == "rgb_array":
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # frames for a video need no screen
     env = make_env(env_id, render_mode=render_mode)
     if video:
         try:
