@@ -37,7 +37,8 @@ class Hyper:
     gamma: float = _hp(0.99, "γ", "discount factor, in (0, 1]; typical 0.95-0.999")
     lam: float = _hp(0.95, "λ", "GAE parameter, in [0, 1]: 0 = TD error, 1 = discounted return - V; typical 0.9-1")
     lr_pi: float = _hp(3e-4, "α", "policy learning rate (Adam/RMSprop), > 0; typical 1e-4-1e-2")
-    lr_v: float = _hp(1e-3, "α_φ", "critic V_φ learning rate, > 0 (PPO/A2C use lr_pi for both); typical 1e-4-1e-2")
+    lr_v: float = _hp(1e-3, "α_φ", "critic V_φ learning rate for VPG, NPG, TRPO, REINFORCE, > 0 (PPO and A2C step "
+                      "actor and critic on one joint loss with lr_pi); typical 1e-4-1e-2")
     anneal_lr: bool = _hp(False, "", "anneal learning rates linearly to 0 over training")
     optimiser: str = _hp("adam", "", "adam | rmsprop (A2C's classic choice)")
     adam_eps: float = _hp(1e-5, "ε_adam", "optimiser epsilon; typical 1e-8-1e-5")
@@ -320,7 +321,7 @@ def update_a2c(agent, b, hp, rng, frac=1.0):
     dphi, _ = agent.v.backward(hp.vf_coef * (out - ret[:, None]) / N, hv)
     grad, _ = nets.clip_grad_norm(np.concatenate([-g, dphi]), hp.max_grad_norm)  # one global norm, as in A2C
     pi.theta = agent.opt_pi.step(pi.theta, grad[:pi.n_params])
-    agent.v.theta[:] = agent.opt_v.step(agent.v.theta, grad[pi.n_params:])
+    agent.v.theta[:] = agent.opt_v.step(agent.v.theta, grad[pi.n_params:], lr=agent.opt_pi.lr)  # one joint loss
     return diagnostics(agent, obs, act, z_old, val, ret, loss_pi=-float(np.mean(logp_old * A)),
                        loss_v=float(0.5 * np.mean((out[:, 0] - ret) ** 2)))
 
@@ -408,7 +409,7 @@ def ppo_epochs(agent, b, hp, rng, frac, dz_objective, beta=0.0):
             dphi, _ = agent.v.backward(hp.vf_coef * dv[:, None] / len(mb), hv)
             grad, _ = nets.clip_grad_norm(np.concatenate([pi.backward(dz, hs), dphi]), hp.max_grad_norm)
             pi.theta = agent.opt_pi.step(pi.theta, grad[:pi.n_params])
-            agent.v.theta[:] = agent.opt_v.step(agent.v.theta, grad[pi.n_params:])
+            agent.v.theta[:] = agent.opt_v.step(agent.v.theta, grad[pi.n_params:], lr=agent.opt_pi.lr)  # joint loss
         epochs_run += 1
         # Spinning Up's early stopping (000 §Proximal Policy Optimization): stop once mean KL passes the target
         if hp.target_kl > 0 and dz_objective is dz_clip and head.kl(z_old, pi.dist(obs)[0]).mean() > 1.5 * hp.target_kl:
