@@ -54,7 +54,8 @@ class Hyper:
     anneal_clip: bool = _hp(False, "", "anneal ε linearly to 0 over training", "ppo")
     clip_vloss: bool = _hp(False, "", "clip the value loss around the old values, with the same ε", "ppo")
     vf_coef: float = _hp(0.5, "c₁", "value-loss coefficient (PPO, A2C)", "ppo")
-    target_kl: float = _hp(0.0, "d_targ", "early stop (PPO) / penalty target (PPO-Penalty) on mean KL; 0 = off", "ppo")
+    target_kl: float = _hp(0.0, "d_targ", "PPO: stop the epochs once mean KL > 1.5 d_targ (0 = never); "
+                           "PPO-Penalty: the KL that β steers to", "ppo")
     beta: float = _hp(1.0, "β₀", "initial KL penalty coefficient", "ppo-penalty")
     beta_rule: str = _hp("ppo", "", "ppo: β×2 if KL > 1.5 d_targ, β/2 if KL < d_targ/1.5 | additive: β += α_β (KL - d_targ) (001 §Method 1)", "ppo-penalty")
     beta_lr: float = _hp(10.0, "α_β", "step size of the additive β rule", "ppo-penalty")
@@ -342,7 +343,8 @@ def update_trpo(agent, b, hp, rng, frac=1.0, search=True):
     g = pi.backward(pi.head.dlogp(z_old, act) * A[:, None], hs) / N
     # 001 §Method 2: KL ~ 1/2 dtheta^T F dtheta; x = F^{-1} g by CG on F v products (damped for stability)
     x = cg(lambda v: fisher_vector_product(pi, z_old, hs, v, hp.cg_damping), g, hp.cg_iters)
-    # 001 §Method 2: theta <- theta + sqrt(2 delta / g^T F^{-1} g) F^{-1} g, with g^T F^{-1} g = x^T F x
+    # 001 §Method 2: theta <- theta + sqrt(2 eps / g^T F^{-1} g) F^{-1} g  (001's eps is delta = max_kl here).
+    # With x for F^{-1} g and x^T F x for g^T F^{-1} g (undamped F), the step has 1/2 dtheta^T F dtheta = delta exactly.
     step = np.sqrt(2 * hp.max_kl / (x @ fisher_vector_product(pi, z_old, hs, x) + 1e-12)) * x
 
     def surrogate_and_kl(theta):
@@ -386,7 +388,7 @@ def dz_penalty(head, z, z_old, act, logp_old, A, hp, clip_eps, beta):
     return (-(ratio * A)[:, None] * head.dlogp(z, act) + beta * head.dkl(z_old, z)) / len(A)
 
 
-def ppo_epochs(agent, b, hp, rng, frac, dz_objective, beta=0.0):
+def ppo_epochs(agent, b, hp, rng, frac, dz_objective, beta=0.0, stop_kl=0.0):
     """The shared PPO loop: hp.epochs passes of shuffled minibatches, each one Adam step on
     policy loss - c2 entropy + c1 value loss, with one global gradient-norm clip. Returns diagnostics."""
     obs, act, logp_old, adv, ret, val_old = prepare(b, hp)
@@ -411,8 +413,8 @@ def ppo_epochs(agent, b, hp, rng, frac, dz_objective, beta=0.0):
             pi.theta = agent.opt_pi.step(pi.theta, grad[:pi.n_params])
             agent.v.theta[:] = agent.opt_v.step(agent.v.theta, grad[pi.n_params:], lr=agent.opt_pi.lr)  # joint loss
         epochs_run += 1
-        # Spinning Up's early stopping (000 §Proximal Policy Optimization): stop once mean KL passes the target
-        if hp.target_kl > 0 and dz_objective is dz_clip and head.kl(z_old, pi.dist(obs)[0]).mean() > 1.5 * hp.target_kl:
+        # Spinning Up's early stopping (000 §Proximal Policy Optimization): stop once mean KL passes 1.5 d_targ
+        if stop_kl > 0 and head.kl(z_old, pi.dist(obs)[0]).mean() > 1.5 * stop_kl:
             break
     z, _ = pi.dist(obs)
     ratio = np.exp(head.log_prob(z, act) - logp_old)
@@ -425,7 +427,7 @@ def ppo_epochs(agent, b, hp, rng, frac, dz_objective, beta=0.0):
 
 def update_ppo(agent, b, hp, rng, frac=1.0):
     """PPO-Clip (000 §Proximal Policy Optimization): maximise E_t[min(r_t A_t, clip(r_t, 1-eps, 1+eps) A_t)]."""
-    return ppo_epochs(agent, b, hp, rng, frac, dz_clip)
+    return ppo_epochs(agent, b, hp, rng, frac, dz_clip, stop_kl=hp.target_kl)
 
 
 def update_ppo_penalty(agent, b, hp, rng, frac=1.0):
