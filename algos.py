@@ -10,11 +10,17 @@ Glossary (code name -> symbol in the notes)
   val           V_phi(s_t)                    adv         A_hat_t, advantage estimate
   gamma, lam    gamma, lambda (GAE)           td          r_t + gamma V(s_{t+1}) - V(s_t), the TD error
   ratio         r_t(theta) = pi_theta / pi_theta_old           clip_eps    epsilon (PPO-Clip)
-  max_kl        delta, the KL bound (TRPO/NPG)                 beta        beta, the KL penalty (PPO-Penalty)
-  g             g = grad_theta J, the policy gradient          fvp         v -> F v, Fisher-vector product
-  x             x = F^{-1} g from conjugate gradient           z           the head's distribution parameters
+  max_kl        delta, the KL bound (TRPO/NPG; 001 §Method 2 calls it epsilon)
+  target_kl     d_targ, the KL target (PPO-Penalty; 001 §Method 1's epsilon)      beta, beta_lr   beta, alpha (001 §Method 1)
+  g             the policy (surrogate) gradient; in pg_estimate g_tau = 003's g(tau) = sum_t grad log pi(a_t|s_t)
+  x             ~ (F + damping I)^{-1} g after cg_iters steps of conjugate gradient
+  F v           fisher_vector_product(...): the Fisher matrix times a vector, never F itself
+  z             the head's distribution parameters (logits, or mean and log-std)
+  n_tau         N_tau, the number of whole episodes (003's N)
+R_hat_t and R(tau) are discounted by gamma; the notes' undiscounted sums are --gamma 1.
+`b` is the Batch in an update, the baseline in pg_estimate, and the right-hand side in cg.
 Shapes: rollouts arrive as (T, E) = (steps per env, envs); `flat` turns them into (N,) with N = E*T, env-major,
-so each env's episodes are contiguous. dz (N, D) are gradients w.r.t. the head's parameters z.
+so each env's episodes are contiguous. dz (N, D) are gradients (or, in F v, tangents) w.r.t. z.
 
 Every update has the signature update(agent, b, hp, rng, frac) -> info dict, and lives in UPDATES.
 frac is the fraction of training left (1 -> 0), for annealing. This file imports only numpy, numba and nets.
@@ -236,8 +242,9 @@ def pg_estimate(pi, obs, act, phi, ep, baseline, val=None):
     """The Monte Carlo policy gradient g = 1/N_tau sum_tau sum_t grad log pi(a_t|s_t) (Phi_t - b),
     000 §Other Forms of the Policy Gradient, 002 §basic policy gradient, 003 §5.3. It rests on the
     log-derivative trick grad p_theta(tau) = p_theta(tau) grad log p_theta(tau)
-    (003 §2.2, 000 §Deriving the Simplest Policy Gradient), and any b(s_t) leaves its mean unchanged since E[grad log pi] = 0
-    (000 §Baselines in Policy Gradients, 002 §baselines, 003 §5.3.2). Without autograd, the weighted
+    (003 §2.2, 000 §Deriving the Simplest Policy Gradient), and any fixed b(s_t) leaves its mean unchanged since
+    E[grad log pi] = 0 (000 §Baselines in Policy Gradients, 002 §baselines, 003 §5.3.2). Baselines estimated
+    from the same batch ('mean', 'optimal') add a bias of order 1/N_tau. Without autograd, the weighted
     "pseudo-loss" of 003 §7.1, sum_t log pi(a_t|s_t) Q_t, becomes: weight d log pi/dz by Q_t, then backprop.
     obs (N, obs_dim), phi (N,), ep (N,) episode index (sorted, 0..N_tau-1), val (N,) = V_phi(s_t) for
     baseline 'v'. Returns g (P,)."""
@@ -246,16 +253,19 @@ def pg_estimate(pi, obs, act, phi, ep, baseline, val=None):
     n_tau = ep[-1] + 1
     if baseline == "optimal":
         # 003 §5.3.4 optimal baseline, per parameter k: b_k = E[g_k(tau)^2 r(tau)] / E[g_k(tau)^2],
-        # g(tau) = sum_t grad log pi(a_t|s_t). With reward-to-go, r(tau) g_k(tau) generalises to
-        # h_k(tau) = sum_t grad_k log pi(a_t|s_t) Phi_t (equal to it when Phi_t = R(tau)).
+        # g(tau) = sum_t grad log pi(a_t|s_t). With reward-to-go the estimator is h_k - b_k g_k with
+        # h_k(tau) = sum_t grad_k log pi(a_t|s_t) Phi_t; since E[g_k] = 0 its variance is least at
+        # b_k = E[g_k h_k] / E[g_k^2], the note's formula when Phi_t = R(tau) (h = g r). The note's b is a
+        # constant; here it comes from the same batch (bias O(1/N_tau)).
         G = nets.per_sample_grads(pi, hs, dlogp)      # (N, P)
         starts = np.flatnonzero(np.r_[True, ep[1:] != ep[:-1]])
         g_tau = np.add.reduceat(G, starts, 0)         # (N_tau, P)
         h_tau = np.add.reduceat(G * phi[:, None], starts, 0)
-        b = (g_tau * h_tau).sum(0) / np.maximum((g_tau * g_tau).sum(0), 1e-300)  # (P,)
+        gh, gg = (g_tau * h_tau).sum(0), (g_tau * g_tau).sum(0)  # (P,)
+        b = np.divide(gh, gg, out=np.zeros_like(gh), where=gg > 0)  # a parameter with no gradient gets b = 0
         return (h_tau.sum(0) - b * g_tau.sum(0)) / n_tau
     if baseline == "mean":
-        phi = phi - phi.mean()                        # 003 §5.3.1: b = mean return of the batch
+        phi = phi - phi.mean()   # 003 §5.3.1: b = the batch mean (over steps; the note averages over episodes)
     elif baseline == "v":
         phi = phi - val                               # 002 §baselines: b(s_t) = V_phi(s_t)
     return pi.backward(dlogp * phi[:, None], hs) / n_tau
@@ -270,7 +280,8 @@ def update_reinforce(agent, b, hp, rng, frac=1.0):
         return dict(loss_pi=0.0, loss_v=0.0, kl=0.0, entropy=float("nan"), explained_var=float("nan"), episodes=0)
     obs, act, val = flat(b.obs)[keep], flat(b.act)[keep], flat(b.val)[keep]
     ep = np.cumsum(np.r_[0, flat(done)[keep][:-1]])                       # (N,) episode index
-    # 000 §Don't Let the Past Distract You: R_hat_t = sum_{t'=t}^T r_t'; R(tau) = R_hat_0 of its episode
+    # 000 §Don't Let the Past Distract You: R_hat_t = sum_{t'=t}^T gamma^(t'-t) r_t'; R(tau) = R_hat_0 of its
+    # episode (the notes have gamma = 1: --gamma 1)
     ret = flat(discount_cumsum(b.rew, done, hp.gamma))[keep]              # (N,)
     R_tau = ret[np.r_[0, np.flatnonzero(np.diff(ep)) + 1]][ep]            # (N,)
     phi = R_tau if hp.phi == "return" else ret
@@ -341,7 +352,10 @@ def update_trpo(agent, b, hp, rng, frac=1.0, search=True):
     z_old, hs = pi.dist(obs)
     # g = grad of the surrogate at theta_old = 1/N sum_t grad log pi(a_t|s_t) A_hat_t  (ratio = 1 there)
     g = pi.backward(pi.head.dlogp(z_old, act) * A[:, None], hs) / N
-    # 001 §Method 2: KL ~ 1/2 dtheta^T F dtheta; x = F^{-1} g by CG on F v products (damped for stability)
+    # 001 §Method 2: KL ~ 1/2 dtheta^T F dtheta; x = F^{-1} g by CG on F v products. F is singular (for logits,
+    # (diag p - p p^T) 1 = 0), so CG solves (F + damping I) x = g: the note's direction as damping -> 0.
+    # 001 bounds KL(pi_1 || pi_0) at every s_t; TRPO bounds the batch mean of KL(pi_old || pi_new) (the same to
+    # second order), and drops the note's gamma^t weights.
     x = cg(lambda v: fisher_vector_product(pi, z_old, hs, v, hp.cg_damping), g, hp.cg_iters)
     # 001 §Method 2: theta <- theta + sqrt(2 eps / g^T F^{-1} g) F^{-1} g  (001's eps is delta = max_kl here).
     # With x for F^{-1} g and x^T F x for g^T F^{-1} g (undamped F), the step has 1/2 dtheta^T F dtheta = delta exactly.
@@ -383,7 +397,8 @@ def dz_clip(head, z, z_old, act, logp_old, A, hp, clip_eps, beta):
 
 def dz_penalty(head, z, z_old, act, logp_old, A, hp, clip_eps, beta):
     """Gradient w.r.t. z of the PPO-Penalty loss  -1/n sum_t [r_t A_t - beta KL(pi_old || pi)(s_t)]
-    (000 §Proximal Policy Optimization, PPO-Penalty; 001 §Method 1: J~ = E[A pi/pi_old] - beta KL)."""
+    (000 §Proximal Policy Optimization, PPO-Penalty; 001 §Method 1: J~ = E[A pi/pi_old] - beta KL). 001 writes
+    KL(pi_new || pi_old); we use KL(pi_old || pi_new), as the PPO paper does: equal to second order."""
     ratio = np.exp(head.log_prob(z, act) - logp_old)
     return (-(ratio * A)[:, None] * head.dlogp(z, act) + beta * head.dkl(z_old, z)) / len(A)
 

@@ -174,7 +174,8 @@ class Categorical:
         return _softmax(z) - _softmax(z_old)  # (N, A)
 
     def fisher(self, z, dz):
-        """Fisher metric of the logits applied to dz: M dz = (diag(p) - p p^T) dz. 001 §Method 2."""
+        """Fisher metric of the logits applied to dz: M dz = (diag(p) - p p^T) dz (001 §Method 2), since
+        M = E_a[(e_a - p)(e_a - p)^T] with d log pi/dz = e_a - p. M 1 = 0: M is singular."""
         p = _softmax(z)
         return p * dz - p * (p * dz).sum(1, keepdims=True)  # (N, A)
 
@@ -229,7 +230,9 @@ class DiagGaussian:
         return np.concatenate([(mu - mu0) / var, 1.0 - (np.exp(2 * ls0) + (mu0 - mu) ** 2) / var], 1)  # (N, 2A)
 
     def fisher(self, z, dz):
-        """Fisher metric applied to dz: 1/sigma^2 on the mean, 2 on each log-std. 001 §Method 2."""
+        """Fisher metric applied to dz: 1/sigma^2 on the mean, 2 on each log-std (001 §Method 2). With
+        u = (a - mu)/sigma: E[(u/sigma)^2] = 1/sigma^2, E[(u^2 - 1)^2] = 2, E[u (u^2 - 1)] = 0. (001's example
+        takes sigma itself as the parameter, which gives 2/sigma^2; we use log sigma.)"""
         log_std = self._split(z)[1]
         return np.concatenate([dz[:, :self.A] / np.exp(2 * log_std), 2.0 * dz[:, self.A:]], 1)  # (N, 2A)
 
@@ -302,7 +305,7 @@ def _outer_rows(G, col, h, d):
 
 def per_sample_grads(policy, hs, dz):
     """hs: the cache of policy.dist(obs); dz: (N, D). Returns G: (N, P) in theta's flat order; G.sum(0) == backward.
-    Row i is the g_i that the optimal baseline of 003 §5.3.4 weighs by g^2."""
+    Row i is grad log pi(a_i|s_i); the rows of one episode sum to 003 §5.3.4's g(tau), whose square weighs r."""
     net, N = policy.net, len(dz)
     G = np.empty((N, policy.n_params), dtype=dz.dtype)  # (N, P)
     offsets = np.cumsum([0] + [W.size + b.size for W, b in zip(net.W, net.b)])

@@ -970,3 +970,15 @@ def test_own_loop_example_runs_from_an_empty_folder_with_only_nets_and_algos(tmp
     assert r.returncode == 0, r.stderr
     reached, cut = map(int, re.findall(r"(\d+) episodes reached \+4, (\d+) were cut", r.stdout)[0])
     assert reached == 64 and cut == 0, r.stdout  # 256 steps / 4 steps per episode: the optimal policy
+
+
+def test_optimal_baseline_is_finite_for_a_parameter_with_no_gradient_in_float32():
+    """An observation feature that is always 0 gives its first-layer weights zero gradient on every sample;
+    b_k = 0/0 there must not turn the float32 gradient into NaN."""
+    rng = np.random.default_rng(0)
+    pi = nets.Policy(2, nets.Categorical(2), (8,), rng=rng, dtype=np.float32)
+    obs = np.c_[rng.standard_normal(40), np.zeros(40)].astype(np.float32)  # (40, 2), feature 1 always 0
+    act = pi.head.sample(pi.dist(obs)[0], rng)
+    g = algos.pg_estimate(pi, obs, act, rng.standard_normal(40).astype(np.float32), np.repeat(np.arange(4), 10),
+                          "optimal")
+    assert g.dtype == np.float32 and np.all(np.isfinite(g)) and np.any(g != 0)
