@@ -250,7 +250,7 @@ def pg_estimate(pi, obs, act, phi, ep, baseline, val=None):
     baseline 'v'. Returns g (P,)."""
     z, hs = pi.dist(obs)
     dlogp = pi.head.dlogp(z, act)                     # (N, D)
-    n_tau = ep[-1] + 1
+    n_tau = int(ep[-1]) + 1  # a Python int: a numpy int64 would turn float32 into float64
     if baseline == "optimal":
         # 003 §5.3.4 optimal baseline, per parameter k: b_k = E[g_k(tau)^2 r(tau)] / E[g_k(tau)^2],
         # g(tau) = sum_t grad log pi(a_t|s_t). With reward-to-go the estimator is h_k - b_k g_k with
