@@ -982,3 +982,17 @@ def test_optimal_baseline_is_finite_for_a_parameter_with_no_gradient_in_float32(
     g = algos.pg_estimate(pi, obs, act, rng.standard_normal(40).astype(np.float32), np.repeat(np.arange(4), 10),
                           "optimal")
     assert g.dtype == np.float32 and np.all(np.isfinite(g)) and np.any(g != 0)
+
+
+@pytest.mark.parametrize("algo", list(algos.UPDATES))
+def test_float32_training_stays_float32(algo):
+    """Training runs in float32 for speed: no update may silently promote parameters or optimiser state."""
+    run, hp = minipg.resolve({"algo": algo, "num_envs": 2, "num_steps": 300, "steps": 600})
+    envs = minipg.make_envs("CartPole-v1", 2)
+    agent = minipg.build_agent(run, hp, 4, nets.Categorical(2), np.random.default_rng(0))
+    ro = minipg.Rollout(envs, minipg.Normaliser(4, 2, False, False, 10.0, hp.gamma), seed=0)
+    b = minipg.collect(agent, ro, 300, np.random.default_rng(0))
+    envs.close()
+    algos.UPDATES[algo](agent, b, hp, np.random.default_rng(0))
+    for x in (agent.pi.theta, agent.v.theta, agent.opt_pi.m, agent.opt_pi.v, agent.opt_v.m, agent.opt_v.v, b.obs):
+        assert x.dtype == np.float32
