@@ -136,6 +136,20 @@ def gae(rew, val, terminated, truncated, final_val, last_val, gamma, lam):
     return adv
 
 
+@njit(cache=True)
+def trajectory_sums(G, ep, phi):
+    """Per episode: g(tau) = sum_t grad log pi(a_t|s_t) and h(tau) = sum_t grad log pi(a_t|s_t) Phi_t (003 §5.3.4),
+    in one pass over G (N, P), the per-sample gradients; ep (N,) episode index 0..n-1, phi (N,). Returns (n, P) each."""
+    N, P = G.shape
+    g_tau, h_tau = np.zeros((ep[-1] + 1, P), G.dtype), np.zeros((ep[-1] + 1, P), G.dtype)
+    for t in range(N):
+        k = ep[t]
+        for p in range(P):
+            g_tau[k, p] += G[t, p]
+            h_tau[k, p] += G[t, p] * phi[t]
+    return g_tau, h_tau
+
+
 def flat(x):
     """(T, E, ...) -> (E*T, ...), env-major so that each env's episodes stay contiguous."""
     return x.swapaxes(0, 1).reshape(-1, *x.shape[2:])
@@ -258,9 +272,7 @@ def pg_estimate(pi, obs, act, phi, ep, baseline, val=None):
         # b_k = E[g_k h_k] / E[g_k^2], the note's formula when Phi_t = R(tau) (h = g r). The note's b is a
         # constant; here it comes from the same batch (bias O(1/N_tau)).
         G = nets.per_sample_grads(pi, hs, dlogp)      # (N, P)
-        starts = np.flatnonzero(np.r_[True, ep[1:] != ep[:-1]])
-        g_tau = np.add.reduceat(G, starts, 0)         # (N_tau, P)
-        h_tau = np.add.reduceat(G * phi[:, None], starts, 0)
+        g_tau, h_tau = trajectory_sums(G, ep, phi)    # (N_tau, P) each
         gh, gg = (g_tau * h_tau).sum(0), (g_tau * g_tau).sum(0)  # (P,)
         b = np.divide(gh, gg, out=np.zeros_like(gh), where=gg > 0)  # a parameter with no gradient gets b = 0
         return (h_tau.sum(0) - b * g_tau.sum(0)) / n_tau
