@@ -124,6 +124,15 @@ def _flag(name):
     return "--" + name.replace("_", "-")
 
 
+MODES = ("eval", "video", "render", "plot", "resume", "lab")  # flags that pick what to do, not how to train
+
+
+def parse_args(argv):
+    """argv -> (the config flags given, the mode flags)."""
+    given = vars(build_parser().parse_args(argv))
+    return {k: v for k, v in given.items() if k not in MODES}, {k: given.get(k) for k in MODES}
+
+
 def build_parser():
     p = _Parser(prog="minipg.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                 epilog="Per-algorithm defaults:\n" + "\n".join(f"  {a}: {d}" for a, d in ALGO_DEFAULTS.items())
@@ -1203,8 +1212,7 @@ def plot_lab(out, out_dir):
 
 def main(argv=None):
     try:
-        args = vars(build_parser().parse_args(argv))
-        modes = {k: args.pop(k) for k in ("eval", "video", "render", "plot", "resume", "lab")}
+        args, modes = parse_args(argv)
         if modes["plot"]:
             return plot_cmd(modes["plot"])
         if modes["eval"]:

@@ -100,10 +100,7 @@ def budget(args, scale):
     """(args with the budget scaled, steps, batch, num_envs), by minipg's own resolution of defaults, presets, flags."""
     import minipg
     try:
-        given = vars(minipg.build_parser().parse_args(args))
-        for mode in ("eval", "video", "render", "plot", "resume"):
-            given.pop(mode)
-        run, _ = minipg.resolve(given)
+        run, _ = minipg.resolve(minipg.parse_args(args)[0])
     except minipg.UsageError as e:
         sys.exit(f"bench/run.py: bad minipg arguments {shlex.join(args)!r}: {e}")
     batch = run.num_envs * run.num_steps
