@@ -602,6 +602,11 @@ def _loop(run, hp, update, agent, norm, ro, rng, out, spaces, start_it, say, res
         f"seed {run.seed}  |  {run.dtype}\n  config (differs from defaults): {json.dumps(changed)}\n  output: {out}")
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump({"run": asdict(run), "hyper": asdict(hp)}, f, indent=1)
+    if resumed:  # keep the rows up to the checkpoint: a run killed without warning may have written more
+        with open(progress_path, newline="") as f:
+            rows = [r for r in csv.reader(f)][:start_it + 1]
+        with open(progress_path, "w", newline="") as f:
+            csv.writer(f).writerows(rows)
     progress_file = open(progress_path, "a" if resumed else "w", newline="")  # one row per iteration, flushed
     progress = csv.writer(progress_file)
     if not resumed:

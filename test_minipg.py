@@ -1097,3 +1097,23 @@ def test_kl_is_half_dtheta_F_dtheta_for_small_natural_gradient_steps(tmp_path, s
     err = [abs(kl / q - 1) for q, kl, _, _ in rows]
     assert max(err) < KL_REL_TOL, err
     assert err[0] < err[1], err
+
+
+def test_resume_after_a_hard_kill_does_not_repeat_progress_rows(tmp_path):
+    """A run killed without warning (SIGKILL) may have written progress rows past its last checkpoint; --resume
+    continues from the checkpoint and keeps exactly one row per iteration."""
+    out = str(tmp_path / "kill")
+    args = ["--algo", "ppo", "--steps", "400000", "--out", out, "--save-every-s", "1000", "--eval-episodes", "1"]
+    r = _run(*args[:-2], "--steps", "2560", "--save-every-s", "0", "--eval-episodes", "0")  # 10 iterations
+    assert r.returncode == 0, r.stderr
+    ck = os.path.join(out, "policy.npz")
+    shutil.copy(ck, ck + ".at10")
+    r = _run(*args[:4], "--steps", "5120", "--out", out + "2", "--eval-episodes", "0")  # rows 11..20 to append
+    rows = open(os.path.join(out + "2", "progress.csv")).read().splitlines()[11:]
+    with open(os.path.join(out, "progress.csv"), "a") as f:  # as if iterations 11-20 ran, then SIGKILL
+        f.write("\n".join(rows) + "\n")
+    cfg = json.loads(str(minipg.load_checkpoint(ck)["config"]))
+    run = minipg.Run(**{**cfg["run"], "steps": 12 * 256})
+    minipg.train(run, algos.Hyper(**cfg["hyper"]), resume_dir=out, quiet=True)
+    iters = [int(r["iter"]) for r in csv.DictReader(open(os.path.join(out, "progress.csv")))]
+    assert iters == list(range(1, 13))
