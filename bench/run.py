@@ -62,6 +62,8 @@ ZOO_PPO = ("--algo ppo --env CartPole-v1 --steps 100000 --num-envs 8 --num-steps
            "--gamma 0.98 --lam 0.8 --lr-pi 1e-3 --anneal-lr --anneal-clip --clip-eps 0.2 --ent-coef 0")
 QUICK = [
     Task("ppo CartPole-v1 zoo 100k", ZOO_PPO, 3, "ppo CartPole-v1 zoo 100k", "timing", (("wall_s", "<=", 3.4),)),
+    # the same run in float64: the measurement behind training in float32 by default
+    Task("ppo CartPole-v1 zoo 100k float64", ZOO_PPO + " --dtype float64", 3, "ppo CartPole-v1 zoo 100k", "timing"),
     Task("trpo CartPole-v1 zoo 100k", "--algo trpo --steps 100000 --num-envs 2 --num-steps 512 --lam 0.98 --gamma 0.99 "
          "--cg-damping 1e-3 --v-iters 20 --max-kl 0.01 --lr-v 1e-3", 3, "trpo CartPole-v1 zoo 100k", "timing",
          (("wall_s", "<=", 4.0),)),
