@@ -128,12 +128,14 @@ import sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, {str(ROOT)!r})
 import numpy as np, nets, algos
-pi = nets.Policy(11, nets.DiagGaussian(3))
-z, hs = pi.dist(np.zeros((5, 11)))
-nets.per_sample_grads(pi, hs, pi.head.dlogp(z, z[:, :3]))  # nets._outer_rows
-r, f = np.ones((4, 2)), np.zeros((4, 2), bool)
-algos.gae(r, r, f, f, r, r[0], 0.99, 0.95)
-algos.discount_cumsum(r, f, 0.99)
+for dt in (np.float64, np.float32):  # the tests use float64, training float32: both get compiled
+    pi = nets.Policy(11, nets.DiagGaussian(3), dtype=dt)
+    z, hs = pi.dist(np.zeros((5, 11), dt))
+    G = nets.per_sample_grads(pi, hs, pi.head.dlogp(z, z[:, :3]))  # nets._outer_rows
+    r, f = np.ones((4, 2), dt), np.zeros((4, 2), bool)
+    algos.gae(r, r, f, f, r, r[0], 0.99, 0.95)
+    algos.discount_cumsum(r, f, 0.99)
+    algos.trajectory_sums(G, np.array([0, 0, 1, 1, 1]), r[:, 0].repeat(2)[:5])
 print(time.perf_counter() - t0)
 """
 
