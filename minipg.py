@@ -79,8 +79,9 @@ ALGO_DEFAULTS = {
     # rl-zoo's tuned CartPole PPO: 8 envs x 32 steps, 20 epochs of minibatch 256, lr and clip annealed
     "ppo": dict(steps=100_000, num_envs=8, num_steps=32, minibatch=256, epochs=20, gamma=0.98, lam=0.8,
                 lr_pi=1e-3, anneal_lr=True, anneal_clip=True),
+    # PPO-Penalty on PPO's batch; d_targ 0.02 (the PPO paper's 0.01 took a median 52k steps to 475 here, 0.02 36k)
     "ppo-penalty": dict(steps=100_000, num_envs=8, num_steps=32, minibatch=256, epochs=20, gamma=0.98, lam=0.8,
-                        lr_pi=1e-3, anneal_lr=True, target_kl=0.01, beta=1.0),
+                        lr_pi=1e-3, anneal_lr=True, target_kl=0.02, beta=1.0),
     "trpo": dict(steps=100_000, num_envs=2, num_steps=512, lam=0.98, cg_damping=1e-3, max_kl=0.01,
                  v_iters=20, v_minibatch=512),
     "npg": dict(steps=100_000, num_envs=2, num_steps=512, lam=0.98, cg_damping=1e-3, max_kl=0.01,
