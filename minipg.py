@@ -591,35 +591,18 @@ def train(run, hp, resume_dir=None, quiet=False):
 
 
 def _loop(run, hp, update, agent, norm, ro, rng, out, spaces, start_it, say, resumed):
-    batch = run.num_envs * run.num_steps
-    iters = run.steps // batch
+    """The training loop: collect, update, check, log, checkpoint; then save, evaluate and summarise."""
+    iters = run.steps // (run.num_envs * run.num_steps)
     threshold = threshold_of(run)
     log_every = run.log_every or max(1, math.ceil(iters / 40))
-    ck_path, progress_path = os.path.join(out, "policy.npz"), os.path.join(out, "progress.csv")
-    defaults = {**asdict(Run()), **asdict(algos.Hyper())}
-    changed = {k: v for k, v in {**asdict(run), **asdict(hp)}.items()
-               if defaults.get(k) != v and not (isinstance(v, float) and math.isnan(v))}
-    say(f"minipg {run.algo} on {run.env}  |  {iters} iterations x {batch} steps = {iters * batch} env steps  |  "
-        f"seed {run.seed}  |  {run.dtype}\n  config (differs from defaults): {json.dumps(changed)}\n  output: {out}")
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump({"run": asdict(run), "hyper": asdict(hp)}, f, indent=1)
-    if resumed:  # keep the rows up to the checkpoint: a run killed without warning may have written more
-        with open(progress_path, newline="") as f:
-            rows = [r for r in csv.reader(f)][:start_it + 1]
-        with open(progress_path, "w", newline="") as f:
-            csv.writer(f).writerows(rows)
-    progress_file = open(progress_path, "a" if resumed else "w", newline="")  # one row per iteration, flushed
-    progress = csv.writer(progress_file)
-    if not resumed:
-        progress.writerow(PROGRESS_COLUMNS)
-    cols = ("iter", "steps", "episodes", "return", "kl", "entropy", "expl_var", "steps/s", "elapsed", "eta")
-    say(" ".join(f"{c:>9}" for c in cols))
+    ck_path = os.path.join(out, "policy.npz")
+    progress_file, progress = open_progress(out, run, hp, iters, start_it, resumed, say)
     # done_*: the iterations whose row is in progress.csv, and their env steps and episodes
     t0, steps0, done_it, done_steps, done_episodes = time.time(), ro.steps, start_it, ro.steps, len(ro.episodes)
     phase, last_save = {"rollout_s": 0.0, "update_s": 0.0}, time.time()
     try:
         for it in range(start_it, iters):
-            frac = 1.0 - it / iters
+            frac = 1.0 - it / iters  # the fraction of training left, for annealing
             if hp.anneal_lr:
                 agent.opt_pi.lr, agent.opt_v.lr = hp.lr_pi * frac, hp.lr_v * frac
             if getattr(update, "whole_episodes", False):
@@ -631,18 +614,9 @@ def _loop(run, hp, update, agent, norm, ro, rng, out, spaces, start_it, say, res
                 info = update(agent, b, hp, rng, frac)
                 phase["rollout_s"] += t_update - t_collect
                 phase["update_s"] += time.time() - t_update
-            for name, x in [("loss_pi", info["loss_pi"]), ("loss_v", info["loss_v"]), ("kl", info["kl"]),
-                            ("policy parameters theta", agent.pi.theta), ("critic parameters phi", agent.v.theta)]:
-                if not np.all(np.isfinite(x)):
-                    raise NonFiniteError(f"{name} is not finite at iteration {it + 1}")
+            check_finite(info, agent, it + 1)
             wall = time.time() - t0
-            recent = [r for _, r, _ in ro.episodes[-20:]]
-            row = {"iter": it + 1, "steps": ro.steps, "episodes": len(ro.episodes),
-                   "return_mean": float(np.mean(recent)) if recent else "", "return_std": float(np.std(recent)) if recent else "",
-                   "length_mean": float(np.mean([l for _, _, l in ro.episodes[-20:]])) if recent else "",
-                   **{k: info.get(k, "") for k in ("loss_pi", "loss_v", "kl", "entropy", "explained_var", "clipfrac",
-                                                   "backtracks", "beta")},
-                   "steps_per_s": (ro.steps - steps0) / max(wall, 1e-9), **phase, "wall_s": wall}
+            row = progress_row(it + 1, ro, info, phase, wall, (ro.steps - steps0) / max(wall, 1e-9))
             progress.writerow([_csv(row[c]) for c in PROGRESS_COLUMNS])
             progress_file.flush()
             done_it, done_steps, done_episodes = it + 1, ro.steps, len(ro.episodes)
@@ -675,6 +649,52 @@ def _loop(run, hp, update, agent, norm, ro, rng, out, spaces, start_it, say, res
     say(f"steps to threshold {threshold}: {summary['steps_to_threshold']}\nfiles: {out}/"
         "{config.json, progress.csv, summary.json, policy.npz}")
     return summary
+
+
+def open_progress(out, run, hp, iters, start_it, resumed, say):
+    """Print the header, write config.json, and open progress.csv for appending one row per iteration. On resume,
+    keep the rows up to the checkpoint: a run killed without warning may have written more."""
+    batch = run.num_envs * run.num_steps
+    defaults = {**asdict(Run()), **asdict(algos.Hyper())}
+    changed = {k: v for k, v in {**asdict(run), **asdict(hp)}.items()
+               if defaults.get(k) != v and not (isinstance(v, float) and math.isnan(v))}
+    say(f"minipg {run.algo} on {run.env}  |  {iters} iterations x {batch} steps = {iters * batch} env steps  |  "
+        f"seed {run.seed}  |  {run.dtype}\n  config (differs from defaults): {json.dumps(changed)}\n  output: {out}")
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump({"run": asdict(run), "hyper": asdict(hp)}, f, indent=1)
+    path = os.path.join(out, "progress.csv")
+    if resumed:
+        with open(path, newline="") as f:
+            rows = [r for r in csv.reader(f)][:start_it + 1]
+        with open(path, "w", newline="") as f:
+            csv.writer(f).writerows(rows)
+    progress_file = open(path, "a" if resumed else "w", newline="")
+    progress = csv.writer(progress_file)
+    if not resumed:
+        progress.writerow(PROGRESS_COLUMNS)
+    cols = ("iter", "steps", "episodes", "return", "kl", "entropy", "expl_var", "steps/s", "elapsed", "eta")
+    say(" ".join(f"{c:>9}" for c in cols))
+    return progress_file, progress
+
+
+def check_finite(info, agent, it):
+    """A NaN or inf in a loss, the KL or a parameter stops training, naming the quantity and the iteration."""
+    for name, x in [("loss_pi", info["loss_pi"]), ("loss_v", info["loss_v"]), ("kl", info["kl"]),
+                    ("policy parameters theta", agent.pi.theta), ("critic parameters phi", agent.v.theta)]:
+        if not np.all(np.isfinite(x)):
+            raise NonFiniteError(f"{name} is not finite at iteration {it}")
+
+
+def progress_row(it, ro, info, phase, wall, steps_per_s):
+    """One row of progress.csv: returns over the last 20 finished episodes, the update's diagnostics, timing."""
+    recent = ro.episodes[-20:]
+    rets, lens = [r for _, r, _ in recent], [l for _, _, l in recent]
+    return {"iter": it, "steps": ro.steps, "episodes": len(ro.episodes),
+            "return_mean": float(np.mean(rets)) if recent else "", "return_std": float(np.std(rets)) if recent else "",
+            "length_mean": float(np.mean(lens)) if recent else "",
+            **{k: info.get(k, "") for k in ("loss_pi", "loss_v", "kl", "entropy", "explained_var", "clipfrac",
+                                            "backtracks", "beta")},
+            "steps_per_s": steps_per_s, **phase, "wall_s": wall}
 
 
 def _csv(x):
