@@ -134,6 +134,11 @@ def parse_args(argv):
     return {k: v for k, v in given.items() if k not in MODES}, {k: given.get(k) for k in MODES}
 
 
+GROUP_TITLES = {"run": "what to run (minipg.Run)", "common": "every algorithm (algos.Hyper)",
+                "ppo": "ppo and ppo-penalty", "ppo-penalty": "ppo-penalty only", "trpo": "npg and trpo",
+                "reinforce": "reinforce"}
+
+
 def build_parser():
     p = _Parser(prog="minipg.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                 epilog="Per-algorithm defaults:\n" + "\n".join(f"  {a}: {d}" for a, d in ALGO_DEFAULTS.items())
@@ -143,7 +148,7 @@ def build_parser():
         for f in dataclasses.fields(cls):
             g = f.metadata["group"]
             if g not in groups:
-                groups[g] = p.add_argument_group(f"{g} options")
+                groups[g] = p.add_argument_group(GROUP_TITLES.get(g, f"{g} options"))
             sym = f.metadata["sym"]
             doc = (f"{sym}: " if sym else "") + f.metadata["help"] + f" (default: {f.default})"
             kind = argparse.BooleanOptionalAction if isinstance(f.default, bool) else None
