@@ -231,6 +231,15 @@ def normalise(adv):
     return (adv - adv.mean()) / (adv.std() + 1e-8)
 
 
+def policy_gradient(pi, z, hs, act, A, ent_coef=0.0):
+    """g = 1/N sum_t grad log pi(a_t|s_t) A_t (+ c2 grad H, the entropy bonus), 000 §Other Forms of the Policy
+    Gradient: weight the head's d log pi/dz by A_t and backprop once (003 §7.1's pseudo-loss, without autograd)."""
+    dz = pi.head.dlogp(z, act) * A[:, None]  # (N, D)
+    if ent_coef:
+        dz += ent_coef * pi.head.dentropy(z)
+    return pi.backward(dz, hs) / len(A)
+
+
 def prepare(b, hp):
     """The shared input of every actor-critic update: flat (N,) arrays of obs, act, logp_old, GAE advantages,
     critic targets ret = adv + V (the lambda-return), and the old values."""
@@ -318,12 +327,12 @@ def update_vpg(agent, b, hp, rng, frac=1.0):
     """Vanilla policy gradient, 000 §Vanilla Policy Gradient (VPG): GAE-lambda advantages, one ascent step,
     then V_phi fitted by regression over hp.v_iters epochs."""
     obs, act, logp_old, adv, ret, val = prepare(b, hp)
-    pi, N = agent.pi, len(obs)
+    pi = agent.pi
     A = normalise(adv) if hp.norm_adv else adv
     z_old, hs = pi.dist(obs)
     # 000 §Vanilla Policy Gradient (VPG): g = 1/N sum_t grad log pi(a_t|s_t) A_hat_t  (+ c2 grad H, the entropy bonus)
-    g = pi.backward(pi.head.dlogp(z_old, act) * A[:, None] + hp.ent_coef * pi.head.dentropy(z_old), hs) / N
-    # theta_{k+1} = theta_k + alpha g
+    g = policy_gradient(pi, z_old, hs, act, A, hp.ent_coef)
+    # 000 §Vanilla Policy Gradient (VPG): theta_{k+1} = theta_k + alpha g
     pi.theta = agent.opt_pi.step(pi.theta, -g)
     loss_v = fit_value(agent, obs, ret, hp, rng)
     return diagnostics(agent, obs, act, z_old, val, ret, loss_v=loss_v,
@@ -339,7 +348,7 @@ def update_a2c(agent, b, hp, rng, frac=1.0):
     A = normalise(adv) if hp.norm_adv else adv
     z_old, hs = pi.dist(obs)
     # 002 §actor-critic method: g_hat = 1/|D| sum_t grad log pi(a_t|s_t) (Q(s_t,a_t) - V(s_t))
-    g = pi.backward(pi.head.dlogp(z_old, act) * A[:, None] + hp.ent_coef * pi.head.dentropy(z_old), hs) / N
+    g = policy_gradient(pi, z_old, hs, act, A, hp.ent_coef)
     out, hv = agent.v.forward(obs)
     # critic: minimise c1 * 1/2 mean (V_phi(s_t) - R_hat_t)^2
     dphi, _ = agent.v.backward(hp.vf_coef * (out - ret[:, None]) / N, hv)
@@ -358,12 +367,13 @@ def update_trpo(agent, b, hp, rng, frac=1.0, search=True):
     """TRPO (000 §Proximal Policy Optimization, the TRPO part): maximise the surrogate E[r_t(theta) A_hat_t]
     subject to mean KL(pi_old || pi_theta) <= delta, by the natural-gradient step and a backtracking line search."""
     obs, act, logp_old, adv, ret, val = prepare(b, hp)
-    pi, N = agent.pi, len(obs)
+    pi = agent.pi
     A = normalise(adv) if hp.norm_adv else adv
     theta_old = pi.theta
     z_old, hs = pi.dist(obs)
-    # g = grad of the surrogate at theta_old = 1/N sum_t grad log pi(a_t|s_t) A_hat_t  (ratio = 1 there)
-    g = pi.backward(pi.head.dlogp(z_old, act) * A[:, None], hs) / N
+    # 000 §Proximal Policy Optimization: g = grad of the surrogate at theta_old = 1/N sum_t grad log pi A_hat_t
+    # (the ratio is 1 there)
+    g = policy_gradient(pi, z_old, hs, act, A)
     # 001 §Method 2: KL ~ 1/2 dtheta^T F dtheta; x = F^{-1} g by CG on F v products. F is singular (for logits,
     # (diag p - p p^T) 1 = 0), so CG solves (F + damping I) x = g: the note's direction as damping -> 0.
     # 001 bounds KL(pi_1 || pi_0) at every s_t; TRPO bounds the batch mean of KL(pi_old || pi_new) (the same to
