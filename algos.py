@@ -164,8 +164,13 @@ def whole_episodes(done):
 
 def explained_variance(val, ret):
     """1 - Var[ret - V] / Var[ret]: 1 is a perfect critic, 0 no better than a constant."""
-    var = np.var(ret)
-    return float("nan") if var == 0 else float(1.0 - np.var(ret - val) / var)
+    var = _var(ret)
+    return float("nan") if var == 0 else float(1.0 - _var(ret - val) / var)
+
+
+def _var(x):
+    d = x - x.mean()
+    return d @ d / len(d)  # np.var, without its overhead on small arrays
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -228,7 +233,9 @@ def fit_value(agent, obs, ret, hp, rng):
 
 
 def normalise(adv):
-    return (adv - adv.mean()) / (adv.std() + 1e-8)
+    """(A - mean A) / (std A + 1e-8). (np.std costs four times this on a minibatch of 256.)"""
+    d = adv - adv.mean()
+    return d / (np.sqrt(d @ d / len(d)) + 1e-8)
 
 
 def policy_gradient(pi, z, hs, act, A, ent_coef=0.0):

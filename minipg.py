@@ -290,12 +290,44 @@ def make_env(env_id, render_mode=None):
 
 
 def make_envs(env_id, n, vec="sync"):
-    """E copies of the env in a gymnasium vector env. SAME_STEP autoreset: on the step an episode ends, the env
-    resets at once and info['final_obs'] holds the true last observation (for bootstrapping truncations)."""
+    """E copies of the env as one vector env with SAME_STEP autoreset: on the step an episode ends, the env
+    resets at once and info['final_obs'][i] holds its true last observation (for bootstrapping truncations).
+    'sync' is SyncEnvs below; 'async' is gymnasium's AsyncVectorEnv (one process per env)."""
     gym = _gym()
     make_env(env_id).close()  # validate once, in this process, with a clear message
-    cls = gym.vector.AsyncVectorEnv if vec == "async" else gym.vector.SyncVectorEnv
-    return cls([lambda: make_env(env_id) for _ in range(n)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    if vec == "async":
+        return gym.vector.AsyncVectorEnv([lambda: make_env(env_id) for _ in range(n)],
+                                         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    return SyncEnvs([make_env(env_id) for _ in range(n)])
+
+
+class SyncEnvs:
+    """gymnasium's SyncVectorEnv with SAME_STEP autoreset, cut down to what collect() uses: the same envs, the
+    same seeds (env i gets seed + i) and the same observations, but a plain loop. Its generic space handling
+    (numpy-scalar actions, batched infos) cost about 40% of CartPole's step time (bench/results.md)."""
+
+    def __init__(self, envs):
+        self.envs, self.num_envs = envs, len(envs)
+        self.single_observation_space, self.single_action_space = envs[0].observation_space, envs[0].action_space
+        self.discrete = isinstance(self.single_action_space, _gym().spaces.Discrete)
+
+    def reset(self, seed=None):
+        obs = [e.reset(seed=None if seed is None else seed + i)[0] for i, e in enumerate(self.envs)]
+        return np.stack(obs), {}
+
+    def step(self, actions):
+        """actions (E,) or (E, A) -> obs (E, obs_dim), rew, terminated, truncated (E,), {'final_obs': {i: obs}}."""
+        obs, final = [None] * self.num_envs, {}
+        rew, term, trunc = np.zeros(self.num_envs), np.zeros(self.num_envs, bool), np.zeros(self.num_envs, bool)
+        for i, (env, a) in enumerate(zip(self.envs, actions.tolist() if self.discrete else actions)):
+            obs[i], rew[i], term[i], trunc[i], _ = env.step(a)
+            if term[i] or trunc[i]:
+                final[i], (obs[i], _) = obs[i], env.reset()
+        return np.stack(obs), rew, term, trunc, {"final_obs": final}
+
+    def close(self):
+        for env in self.envs:
+            env.close()
 
 
 def head_for(act_space):
@@ -693,10 +725,10 @@ def check_finite(info, agent, it):
 def progress_row(it, ro, info, phase, wall, steps_per_s):
     """One row of progress.csv: returns over the last 20 finished episodes, the update's diagnostics, timing."""
     recent = ro.episodes[-20:]
-    rets, lens = [r for _, r, _ in recent], [l for _, _, l in recent]
+    n, mean = len(recent), sum(r for _, r, _ in recent) / max(len(recent), 1)
     return {"iter": it, "steps": ro.steps, "episodes": len(ro.episodes),
-            "return_mean": float(np.mean(rets)) if recent else "", "return_std": float(np.std(rets)) if recent else "",
-            "length_mean": float(np.mean(lens)) if recent else "",
+            "return_mean": mean if n else "", "return_std": math.sqrt(sum((r - mean) ** 2 for _, r, _ in recent) / n) if n else "",
+            "length_mean": sum(l for _, _, l in recent) / n if n else "",
             **{k: info.get(k, "") for k in ("loss_pi", "loss_v", "kl", "entropy", "explained_var", "clipfrac",
                                             "backtracks", "beta")},
             "steps_per_s": steps_per_s, **phase, "wall_s": wall}

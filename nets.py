@@ -12,6 +12,11 @@ What is here, top to bottom:
 Conventions: a trailing shape comment `# (N, D)` where an array is made. N = samples, D = head parameters
 (D = A logits, or 2A for mean and log-std), P = number of parameters. Everything is float64 unless the
 caller passes float32 arrays. This file imports only numpy and numba, so it can be copied into coursework.
+
+Speed: matrix products go to BLAS through NumPy. The elementwise work around them (bias add, column sums,
+activation derivatives, softmax, the Gaussian log-density, the Adam step) is done by small numba loops named
+_like_this, each next to the formula it computes: on minibatches of 64-256 rows NumPy's per-call overhead
+cost more than the arithmetic (bench/kernels.md).
 """
 import math
 
@@ -28,6 +33,43 @@ def orthogonal(rng, n_in, n_out, gain):
     q = q * np.sign(np.diag(r))  # make the decomposition unique, so the init is uniform over orthogonal matrices
     W = q if n_in >= n_out else q.T
     return gain * W[:n_in, :n_out]
+
+
+# The elementwise work around each matmul, as numba loops: on (256, 64) arrays one pass each, where NumPy
+# made two or three passes and temporaries for a broadcast bias add, a column sum or d * (1 - h^2).
+
+@njit(cache=True)
+def _add_row(a, b):
+    """a += b for a (N, n), b (n,), in place."""
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            a[i, j] += b[j]
+
+
+@njit(cache=True)
+def _sum_rows(d, out):
+    """out = d.sum(0) for d (N, n), out (n,)."""
+    out[:] = 0.0
+    for i in range(d.shape[0]):
+        for j in range(d.shape[1]):
+            out[j] += d[i, j]
+
+
+@njit(cache=True)
+def _mul_dtanh(d, h):
+    """d *= tanh'(a) = 1 - h^2, in place, with h = tanh(a)."""
+    for i in range(d.shape[0]):
+        for j in range(d.shape[1]):
+            d[i, j] *= 1.0 - h[i, j] * h[i, j]
+
+
+@njit(cache=True)
+def _mul_drelu(d, h):
+    """d *= relu'(a) = [h > 0], in place, with h = relu(a)."""
+    for i in range(d.shape[0]):
+        for j in range(d.shape[1]):
+            if h[i, j] <= 0.0:
+                d[i, j] = 0.0
 
 
 class MLP:
@@ -62,6 +104,10 @@ class MLP:
         """f'(a) written in terms of h = f(a): tanh' = 1 - h^2, relu' = [h > 0]."""
         return 1.0 - h * h if self.activation == "tanh" else (h > 0).astype(h.dtype)
 
+    def _mul_dact(self, d, h):
+        """d *= f'(a), in place, in one pass (the numba kernels above)."""
+        (_mul_dtanh if self.activation == "tanh" else _mul_drelu)(d, h)
+
     def forward(self, x):
         """x: (N, n_in) -> y: (N, n_out), cache = the input of every layer [x, h_1, ..., h_{L-1}]."""
         if x.ndim != 2 or x.shape[1] != self.sizes[0]:
@@ -69,7 +115,7 @@ class MLP:
         hs = [x]
         for l in range(len(self.W)):
             a = hs[-1] @ self.W[l]  # (N, n_{l+1})
-            a += self.b[l]
+            _add_row(a, self.b[l])  # a += b
             hs.append(self._act(a) if l < len(self.W) - 1 else a)
         return hs.pop(), hs
 
@@ -82,7 +128,7 @@ class MLP:
             yield l, d
             if l > 0:
                 d = d @ self.W[l].T  # (N, n_l)
-                d *= self._dact(hs[l])
+                self._mul_dact(d, hs[l])  # d *= f'(a_l)
 
     def backward(self, dy, hs):
         """Returns (dtheta (P,), dx (N, n_in)): the gradient of sum_i <dy_i, y_i> w.r.t. parameters and inputs."""
@@ -90,7 +136,7 @@ class MLP:
         dW, db = self._views(dtheta)
         for l, d in self.deltas(dy, hs):
             np.matmul(hs[l].T, d, out=dW[l])  # (n_in, n_out)
-            d.sum(0, out=db[l])
+            _sum_rows(d, db[l])  # db = d.sum(0)
             if l == 0:
                 dx = d @ self.W[0].T  # (N, n_in)
         return dtheta, dx
@@ -119,14 +165,50 @@ class MLP:
 # Gradients are with respect to z; the Policy carries them on to theta.
 # ---------------------------------------------------------------------------------------------------------------
 
-def _softmax(z):
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)  # (N, A)
-
-
+@njit(cache=True)
 def _log_softmax(z):
-    z = z - z.max(1, keepdims=True)
-    return z - np.log(np.exp(z).sum(1, keepdims=True))  # (N, A)
+    """log softmax of each row of z (N, A): z_j - m - log sum_k exp(z_k - m), with m = max_k z_k for stability.
+    A loop (numba) because NumPy's reductions along a short last axis cost more than the arithmetic."""
+    out = np.empty_like(z)  # (N, A)
+    for i in range(z.shape[0]):
+        m = z[i, 0]
+        for j in range(1, z.shape[1]):
+            m = max(m, z[i, j])
+        s = 0.0
+        for j in range(z.shape[1]):
+            s += math.exp(z[i, j] - m)
+        log_norm = m + math.log(s)
+        for j in range(z.shape[1]):
+            out[i, j] = z[i, j] - log_norm
+    return out
+
+
+def _softmax(z):
+    return np.exp(_log_softmax(z))  # (N, A)
+
+
+@njit(cache=True)
+def _take(x, a):
+    """x[i, a_i] for every row i: x (N, A), a (N,) ints -> (N,)."""
+    out = np.empty(x.shape[0], x.dtype)
+    for i in range(x.shape[0]):
+        out[i] = x[i, a[i]]
+    return out
+
+
+@njit(cache=True)
+def _inverse_cdf(p, u):
+    """Inverse-CDF sampling: a_i = the first j with p_i1 + ... + p_ij >= u_i (the last action if rounding
+    leaves the total below u_i). p (N, A), u (N,) uniform on [0, 1) -> a (N,) ints."""
+    a = np.empty(p.shape[0], np.int64)
+    for i in range(p.shape[0]):
+        a[i], c = p.shape[1] - 1, 0.0
+        for j in range(p.shape[1] - 1):
+            c += p[i, j]
+            if c >= u[i]:
+                a[i] = j
+                break
+    return a
 
 
 class Categorical:
@@ -136,8 +218,7 @@ class Categorical:
         self.n_out, self.D = n, n  # the MLP gives all D = A parameters; no state-independent ones
 
     def sample(self, z, rng):
-        u = rng.random((z.shape[0], 1))
-        return np.minimum((_softmax(z).cumsum(1) < u).sum(1), self.n - 1)  # inverse CDF, (N,)
+        return _inverse_cdf(_softmax(z), rng.random(z.shape[0]))  # (N,)
 
     @property
     def n(self):
@@ -148,13 +229,13 @@ class Categorical:
 
     def log_prob(self, z, a):
         """log pi(a|s) = z_a - log sum_j exp z_j."""
-        return _log_softmax(z)[np.arange(len(a)), a.astype(np.int64)]  # (N,)
+        return _take(_log_softmax(z), a.astype(np.int64, copy=False))  # (N,)
 
     def dlogp(self, z, a):
         """d log pi(a|s) / dz = onehot(a) - p."""
-        g = -_softmax(z)
-        g[np.arange(len(a)), a.astype(np.int64)] += 1.0
-        return g  # (N, A)
+        g = -_softmax(z)  # (N, A)
+        g[np.arange(len(a)), a.astype(np.int64, copy=False)] += 1.0
+        return g
 
     def entropy(self, z):
         """H = -sum_j p_j log p_j."""
@@ -200,15 +281,11 @@ class DiagGaussian:
 
     def log_prob(self, z, a):
         """log pi(a|s) = -1/2 sum_k ((a_k - mu_k)/sigma_k)^2 - sum_k log sigma_k - A/2 log(2 pi)."""
-        mu, log_std = self._split(z)
-        u = (a - mu) / np.exp(log_std)
-        return -0.5 * (u * u).sum(1) - log_std.sum(1) - 0.5 * self.A * math.log(2 * math.pi)  # (N,)
+        return _gaussian_log_prob(z, a)  # (N,)
 
     def dlogp(self, z, a):
         """d log pi / d mu = (a - mu) / sigma^2,  d log pi / d log_std = ((a - mu)/sigma)^2 - 1."""
-        mu, log_std = self._split(z)
-        u = (a - mu) / np.exp(log_std)
-        return np.concatenate([u / np.exp(log_std), u * u - 1.0], 1)  # (N, 2A)
+        return _gaussian_dlogp(z, a)  # (N, 2A)
 
     def entropy(self, z):
         """H = sum_k (log sigma_k + 1/2 log(2 pi e))."""
@@ -235,6 +312,35 @@ class DiagGaussian:
         takes sigma itself as the parameter, which gives 2/sigma^2; we use log sigma.)"""
         log_std = self._split(z)[1]
         return np.concatenate([dz[:, :self.A] / np.exp(2 * log_std), 2.0 * dz[:, self.A:]], 1)  # (N, 2A)
+
+
+# The two Gaussian formulas above as loops: on a minibatch of 64 they were a dozen NumPy calls each.
+
+@njit(cache=True)
+def _gaussian_log_prob(z, a):
+    """z = [mu, log_std] (N, 2A), a (N, A) -> sum_k (-1/2 u_k^2 - log_std_k) - A/2 log(2 pi), u = (a - mu)/sigma."""
+    N, A = a.shape
+    out = np.empty(N, z.dtype)
+    for i in range(N):
+        s = -0.5 * A * math.log(2 * math.pi)
+        for k in range(A):
+            u = (a[i, k] - z[i, k]) * math.exp(-z[i, A + k])
+            s -= 0.5 * u * u + z[i, A + k]
+        out[i] = s
+    return out
+
+
+@njit(cache=True)
+def _gaussian_dlogp(z, a):
+    """z = [mu, log_std] (N, 2A), a (N, A) -> [u/sigma, u^2 - 1] (N, 2A), u = (a - mu)/sigma."""
+    N, A = a.shape
+    out = np.empty((N, 2 * A), z.dtype)
+    for i in range(N):
+        for k in range(A):
+            inv_sigma = math.exp(-z[i, A + k])
+            u = (a[i, k] - z[i, k]) * inv_sigma
+            out[i, k], out[i, A + k] = u * inv_sigma, u * u - 1.0
+    return out
 
 
 class Policy:
@@ -328,12 +434,13 @@ class Adam:
         self.m, self.v, self.t = np.zeros(n, dtype), np.zeros(n, dtype), 0
 
     def step(self, theta, grad, lr=None):
+        """Returns the new theta; m and v are updated in place. mhat / (sqrt(vhat) + eps) is computed as
+        m / (sqrt(v) + eps sqrt(1 - b2^t)) times sqrt(1 - b2^t) / (1 - b1^t), folded into the step size."""
         b1, b2 = self.betas
         self.t += 1
-        self.m = b1 * self.m + (1 - b1) * grad
-        self.v = b2 * self.v + (1 - b2) * grad * grad
         step_size = (self.lr if lr is None else lr) * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
-        return theta - step_size * self.m / (np.sqrt(self.v) + self.eps * math.sqrt(1 - b2 ** self.t))
+        eps = self.eps * math.sqrt(1 - b2 ** self.t)
+        return _adam(theta, grad, self.m, self.v, *np.array([b1, 1 - b1, b2, 1 - b2, step_size, eps], theta.dtype))
 
     def state(self):
         return {"m": self.m, "v": self.v, "t": np.array(self.t)}
@@ -350,9 +457,23 @@ class RMSprop(Adam):
         super().__init__(n, lr, (0.0, alpha), eps, dtype)
 
     def step(self, theta, grad, lr=None):
+        """Adam's kernel with b1 = 0 (m = g) and no bias correction."""
         self.t += 1
-        self.v = self.betas[1] * self.v + (1 - self.betas[1]) * grad * grad
-        return theta - (self.lr if lr is None else lr) * grad / (np.sqrt(self.v) + self.eps)
+        alpha, lr = self.betas[1], self.lr if lr is None else lr
+        return _adam(theta, grad, self.m, self.v, *np.array([0.0, 1.0, alpha, 1 - alpha, lr, self.eps], theta.dtype))
+
+
+@njit(cache=True)
+def _adam(theta, grad, m, v, b1, c1, b2, c2, step_size, eps):
+    """m <- b1 m + c1 g; v <- b2 v + c2 g^2 (in place, c1 = 1 - b1, c2 = 1 - b2); returns
+    theta - step_size m / (sqrt(v) + eps). One pass over the P parameters instead of NumPy's eight; the scalars
+    come in theta's dtype, so float32 stays float32 throughout."""
+    out = np.empty_like(theta)  # (P,)
+    for k in range(theta.size):
+        m[k] = b1 * m[k] + c1 * grad[k]
+        v[k] = b2 * v[k] + c2 * grad[k] * grad[k]
+        out[k] = theta[k] - step_size * m[k] / (np.sqrt(v[k]) + eps)
+    return out
 
 
 OPTIMISERS = {"adam": Adam, "rmsprop": RMSprop}

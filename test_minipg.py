@@ -690,6 +690,41 @@ def test_ppo_update_is_deterministic_given_the_seeds(head_name):
     assert np.array_equal(a1.pi.theta, a2.pi.theta)
     assert np.array_equal(a1.v.theta, a2.v.theta)
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# 14. The optimisers are the published update rules, written out here in plain NumPy
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_adam_is_kingma_and_ba_with_bias_correction():
+    rng, lr, (b1, b2), eps = np.random.default_rng(16), 1e-2, (0.9, 0.999), 1e-8
+    theta, opt = rng.standard_normal(7), nets.Adam(7, lr=lr, betas=(b1, b2), eps=eps)
+    ref, m, v = theta.copy(), np.zeros(7), np.zeros(7)
+    for t in range(1, 6):
+        g = rng.standard_normal(7)
+        theta = opt.step(theta, g)
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        ref = ref - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+        assert rel_err(theta, ref) <= EXACT_TOL
+
+
+def test_rmsprop_is_the_torch_rule():
+    rng, lr, alpha, eps = np.random.default_rng(17), 1e-2, 0.99, 1e-5
+    theta, opt = rng.standard_normal(7), nets.RMSprop(7, lr=lr, alpha=alpha, eps=eps)
+    ref, v = theta.copy(), np.zeros(7)
+    for _ in range(5):
+        g = rng.standard_normal(7)
+        theta = opt.step(theta, g)
+        v = alpha * v + (1 - alpha) * g * g
+        ref = ref - lr * g / (np.sqrt(v) + eps)
+        assert rel_err(theta, ref) <= EXACT_TOL
+
+
+@pytest.mark.parametrize("opt_cls", [nets.Adam, nets.RMSprop])
+def test_optimisers_keep_float32(opt_cls):
+    opt = opt_cls(5, dtype=np.float32)
+    theta = opt.step(np.ones(5, np.float32), np.full(5, 0.5, np.float32))
+    assert theta.dtype == opt.m.dtype == opt.v.dtype == np.float32
+
 # =================================================================================================================
 # The rollout path and the command line (minipg.py)
 # =================================================================================================================
@@ -903,11 +938,18 @@ def test_sigint_leaves_a_checkpoint_and_resume_continues(tmp_path):
 # =================================================================================================================
 # Every algorithm learns (issue 3): from an untrained policy (return ~20) to a mean of 195 over the last 20
 # training episodes (CartPole-v0's "solved" bar, which an untrained policy never reaches), with its defaults.
-# Budgets are about twice what seed 0 needs, so a real regression fails and noise does not.
+# A budget must hold for every seed, not just the one tested: each is one that all of seeds 0-9 met when it
+# was set (slowest seed in brackets), so the test does not rest on one lucky seed (at 16k, PPO's old budget,
+# only 2 of 10 seeds made it: its learning rate anneals to zero over the budget), and a broken update still fails.
 # =================================================================================================================
 
-@pytest.mark.parametrize("algo, budget", [("ppo", 16_000), ("ppo-penalty", 18_000), ("trpo", 26_000), ("npg", 26_000),
-                                          ("vpg", 96_000), ("a2c", 48_000), ("reinforce", 80_000)])
+@pytest.mark.parametrize("algo, budget", [("ppo", 40_000),           # seeds 0-9: all reached 195 (slowest 24k)
+                                          ("ppo-penalty", 40_000),   # all (26k)
+                                          ("trpo", 26_000),          # all (15k)
+                                          ("npg", 40_000),           # all (28k)
+                                          ("vpg", 96_000),           # all (54k)
+                                          ("a2c", 48_000),           # all (19k)
+                                          ("reinforce", 80_000)])    # all (42k)
 def test_every_algorithm_learns_cartpole(algo, budget, tmp_path):
     run, hp = minipg.resolve({"algo": algo, "steps": budget, "eval_episodes": 0, "target": 195.0,
                               "out": str(tmp_path / algo)})

@@ -7,7 +7,9 @@ Prints a markdown table and writes it, with a description of the machine, to ben
   1. nets.per_sample_grads (numba) vs the best pure-NumPy version vs a Python loop of pi.backward per sample,
      N = 4096 samples of grad_theta log pi(a|s) for Policy(obs_dim=11, hidden=(64, 64), tanh, DiagGaussian(3)).
   2. algos.gae compiled vs algos.gae.py_func on (T, E) = (125000, 8), ~1% terminations, ~0.5% truncations.
-  3. `import nets, algos` + the first call of every numba kernel, in a fresh interpreter, with the numba
+  3. the elementwise numba kernels of an update (bias add, column sum, tanh derivative, log-softmax, Adam,
+     Gaussian log-density) against the NumPy lines they replaced, in float32 at the shapes of the timed runs.
+  4. `import nets, algos` + the first call of every numba kernel, in a fresh interpreter, with the numba
      cache deleted first (cold) and present (warm).
 Each timing is the median of repeated time.perf_counter runs after a warm-up call.
 """
@@ -122,7 +124,53 @@ def bench_gae(T=125_000, E=8):
     row("speed-up gae compiled vs py_func", f"{t_py / t_jit:.0f}x", ">= 100x", t_py / t_jit >= 100)
 
 
-# ---- 3. import + first call in a fresh interpreter ------------------------------------------------------------
+# ---- 3. the elementwise kernels of an update against the NumPy lines they replaced ----------------------------
+def numpy_log_softmax(z):
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+def numpy_adam(theta, g, m, v, b1=0.9, b2=0.999, step=1e-3, eps=1e-8):
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    return theta - step * m / (np.sqrt(v) + eps)
+
+
+def numpy_gaussian_log_prob(z, a):
+    mu, log_std = z[:, :1], z[:, 1:]
+    u = (a - mu) / np.exp(log_std)
+    return -0.5 * (u * u).sum(1) - log_std.sum(1) - 0.5 * np.log(2 * np.pi)
+
+
+def bench_elementwise(dt=np.float32):
+    """float32, the training dtype; shapes of the PPO CartPole run (minibatch 256, hidden 64, 2 actions, P = 4610)
+    and of the Pendulum run (minibatch 64, 1 action dimension)."""
+    rng = np.random.default_rng(2)
+    a0, h, b = rng.standard_normal((256, 64)).astype(dt), np.tanh(rng.standard_normal((256, 64))).astype(dt), \
+        rng.standard_normal(64).astype(dt)
+    a, out, z = a0.copy(), np.empty(64, dt), rng.standard_normal((256, 2)).astype(dt)
+    th, g, m, v = (rng.standard_normal(4610).astype(dt) for _ in range(4))
+    v = np.abs(v)
+    zg, act = rng.standard_normal((64, 2)).astype(dt), rng.standard_normal((64, 1)).astype(dt)
+    coef = np.array([0.9, 0.1, 0.999, 0.001, 1e-3, 1e-8], dt)
+    pairs = [  # (what, numba kernel, the NumPy it replaced); in-place ones restart from a copy of a0 each time
+        ("bias add a += b, (256, 64)", lambda: (np.copyto(a, a0), nets._add_row(a, b)),
+         lambda: (np.copyto(a, a0), np.add(a, b, out=a))),
+        ("column sum d.sum(0), (256, 64)", lambda: nets._sum_rows(a0, out), lambda: a0.sum(0, out=out)),
+        ("d *= 1 - h^2, (256, 64)", lambda: (np.copyto(a, a0), nets._mul_dtanh(a, h)),
+         lambda: (np.copyto(a, a0), np.multiply(a, 1.0 - h * h, out=a))),
+        ("log_softmax, (256, 2)", lambda: nets._log_softmax(z), lambda: numpy_log_softmax(z)),
+        ("Adam step, P = 4610", lambda: nets._adam(th, g, m.copy(), v.copy(), *coef),
+         lambda: numpy_adam(th, g, m.copy(), v.copy())),
+        ("Gaussian log-density, (64, 1)", lambda: nets._gaussian_log_prob(zg, act),
+         lambda: numpy_gaussian_log_prob(zg, act)),
+    ]
+    for what, kernel, numpy_version in pairs:
+        t_k, t_np = timeit(kernel, 2000), timeit(numpy_version, 2000)
+        row(f"{what}: numba / NumPy", f"{t_k * 1e6:.1f} / {t_np * 1e6:.1f} us ({t_np / t_k:.1f}x)")
+
+
+# ---- 4. import + first call in a fresh interpreter ------------------------------------------------------------
 CHILD = f"""
 import sys, time
 t0 = time.perf_counter()
@@ -132,6 +180,12 @@ for dt in (np.float64, np.float32):  # the tests use float64, training float32: 
     pi = nets.Policy(11, nets.DiagGaussian(3), dtype=dt)
     z, hs = pi.dist(np.zeros((5, 11), dt))
     G = nets.per_sample_grads(pi, hs, pi.head.dlogp(z, z[:, :3]))  # nets._outer_rows
+    pi.net.backward(np.ones((5, 3), dt), hs)  # the MLP's elementwise kernels
+    pi.head.log_prob(z, z[:, :3])
+    cat = nets.Policy(11, nets.Categorical(2), dtype=dt)
+    zc, _ = cat.dist(np.zeros((5, 11), dt))
+    cat.head.log_prob(zc, cat.head.sample(zc, np.random.default_rng(0)))
+    nets.Adam(3, dtype=dt).step(np.zeros(3, dt), np.ones(3, dt))
     r, f = np.ones((4, 2), dt), np.zeros((4, 2), bool)
     algos.gae(r, r, f, f, r, r[0], 0.99, 0.95)
     algos.discount_cumsum(r, f, 0.99)
@@ -177,6 +231,7 @@ def table():
 if __name__ == "__main__":
     bench_per_sample_grads()
     bench_gae()
+    bench_elementwise()
     bench_import()
     text = (f"# Kernel benchmarks\n\nMade by `python bench/kernels.py`.\n\n{machine()}\n{table()}\n"
             "Times are medians of repeated `time.perf_counter` runs after a warm-up call (20 reps; 5 for the loop,\n"
