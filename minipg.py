@@ -323,7 +323,7 @@ class SyncEnvs:
             obs[i], rew[i], term[i], trunc[i], _ = env.step(a)
             if term[i] or trunc[i]:
                 final[i], (obs[i], _) = obs[i], env.reset()
-        return np.stack(obs), rew, term, trunc, {"final_obs": final}
+        return np.array(obs), rew, term, trunc, {"final_obs": final}
 
     def close(self):
         for env in self.envs:
@@ -431,9 +431,10 @@ def collect(agent, ro, T, rng):
         ro.ep_ret += rew
         ro.ep_len += 1
         ro.steps += E
-        for i in np.flatnonzero(done):
-            ro.episodes.append((ro.steps, float(ro.ep_ret[i]), int(ro.ep_len[i])))
-        ro.ep_ret[done], ro.ep_len[done] = 0.0, 0
+        if done.any():
+            for i in np.flatnonzero(done):
+                ro.episodes.append((ro.steps, float(ro.ep_ret[i]), int(ro.ep_len[i])))
+            ro.ep_ret[done], ro.ep_len[done] = 0.0, 0
         ro.raw_obs = raw_next.astype(np.float64).reshape(E, -1)
         obs = ro.norm.obs(ro.raw_obs, update=True).astype(dt)
     b.act = np.array(acts) if ro.discrete else np.array(acts).reshape(T, E, -1)
