@@ -241,7 +241,8 @@ class Categorical:
 
     def entropy(self, z):
         """H = -sum_j p_j log p_j."""
-        return -(_softmax(z) * _log_softmax(z)).sum(1)  # (N,)
+        logp = _log_softmax(z)
+        return -(np.exp(logp) * logp).sum(1)  # (N,)
 
     def dentropy(self, z):
         """dH/dz_j = -p_j (log p_j + H)."""
@@ -250,7 +251,8 @@ class Categorical:
 
     def kl(self, z_old, z):
         """KL(pi_old || pi) = sum_j p_old_j (log p_old_j - log p_j)."""
-        return (_softmax(z_old) * (_log_softmax(z_old) - _log_softmax(z))).sum(1)  # (N,)
+        logp_old = _log_softmax(z_old)
+        return (np.exp(logp_old) * (logp_old - _log_softmax(z))).sum(1)  # (N,)
 
     def dkl(self, z_old, z):
         """d KL(pi_old || pi) / dz = p - p_old."""
