@@ -164,10 +164,13 @@ def bench_elementwise(dt=np.float32):
          lambda: numpy_adam(th, g, m.copy(), v.copy())),
         ("Gaussian log-density, (64, 1)", lambda: nets._gaussian_log_prob(zg, act),
          lambda: numpy_gaussian_log_prob(zg, act)),
+        ("value head backprop d W^T, (256, 1) x (1, 64): np.dot", lambda: np.dot(a0[:, :1], h[:1]),
+         lambda: a0[:, :1] @ h[:1]),
     ]
     for what, kernel, numpy_version in pairs:
         t_k, t_np = timeit(kernel, 2000), timeit(numpy_version, 2000)
-        row(f"{what}: numba / NumPy", f"{t_k * 1e6:.1f} / {t_np * 1e6:.1f} us ({t_np / t_k:.1f}x)")
+        vs = "np.dot / @" if "np.dot" in what else "numba / NumPy"
+        row(f"{what.replace(': np.dot', '')}: {vs}", f"{t_k * 1e6:.1f} / {t_np * 1e6:.1f} us ({t_np / t_k:.1f}x)")
 
 
 # ---- 4. import + first call in a fresh interpreter ------------------------------------------------------------
@@ -237,7 +240,9 @@ if __name__ == "__main__":
             "Times are medians of repeated `time.perf_counter` runs after a warm-up call (20 reps; 5 for the loop,\n"
             "2 for gae.py_func). The per-sample-gradient timings start from the forward cache and dz, and every\n"
             "version allocates its own (N, P) output, as nets.per_sample_grads does; the 'reference' row (allocate\n"
-            "and write that array once) is a floor no such kernel can beat. Import times are measured\n"
+            "and write that array once) is a floor no such kernel can beat. The elementwise rows are float32 at the\n"
+            "shapes of the timed runs (2000 reps); in-place ones include re-copying their input, on both sides.\n"
+            "Import times are measured\n"
             "inside a fresh `python -c` (interpreter start-up excluded); cold = numba cache files of nets/algos deleted.\n")
     print(text)
     (ROOT / "bench" / "kernels.md").write_text(text)
