@@ -813,6 +813,30 @@ def test_truncation_bootstraps_and_termination_does_not(env_id, terminal):
     assert b.obs[5, 0, 0] == 0.0                                        # the next row is the reset observation
 
 
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "Counter5Trunc-v0"])
+def test_sync_envs_step_exactly_as_gymnasium_sync_vector_env(env_id):
+    """minipg.SyncEnvs replaces gymnasium's SyncVectorEnv (SAME_STEP autoreset) for speed: for the same seeds and
+    actions, every observation, reward, terminated and truncated flag and final observation is the same."""
+    E = 3
+    ours = minipg.make_envs(env_id, E)
+    theirs = gym.vector.SyncVectorEnv([lambda: minipg.make_env(env_id) for _ in range(E)],
+                                      autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    theirs.single_action_space.seed(18)
+    assert np.array_equal(ours.reset(seed=7)[0], theirs.reset(seed=7)[0])
+    ends = 0
+    for _ in range(300):
+        a = np.array([theirs.single_action_space.sample() for _ in range(E)])
+        o1, r1, te1, tr1, i1 = ours.step(a)
+        o2, r2, te2, tr2, i2 = theirs.step(a)
+        assert np.array_equal(o1, o2) and np.array_equal(r1, r2)
+        assert np.array_equal(te1, te2) and np.array_equal(tr1, tr2)
+        for i in np.flatnonzero(te2 | tr2):
+            assert np.array_equal(i1["final_obs"][i], i2["final_obs"][i])
+            ends += 1
+    ours.close(), theirs.close()
+    assert ends > 0  # episodes did end, so the autoreset path was compared
+
+
 def _run(*args, timeout=240, **kw):
     return subprocess.run([sys.executable, os.path.join(HERE, "minipg.py"), *args], capture_output=True, text=True,
                           timeout=timeout, cwd=kw.get("cwd", HERE))
