@@ -58,7 +58,8 @@ class Run:
     seeds: str = _opt("", "several seeds, e.g. 0-4 or 0,3,7: runs each and prints a summary table")
     num_envs: int = _opt(0, "E, parallel envs (0 = the algorithm's default)")
     num_steps: int = _opt(0, "T, steps per env per batch; the batch is E*T (0 = the algorithm's default)")
-    vec: str = _opt("sync", "sync | async (one process per env: uses more cores)")
+    vec: str = _opt("sync", "sync (minipg.SyncEnvs: the envs in a plain loop) | async (gymnasium's AsyncVectorEnv: "
+                            "one process per env, uses more cores)")
     hidden: str = _opt("64,64", "hidden layer sizes, comma-separated")
     activation: str = _opt("tanh", "tanh | relu")
     dtype: str = _opt("float32", "float32 | float64 for training (float32 is ~2x faster, bench/; the tests use float64)")
