@@ -133,7 +133,7 @@ class MLP:
     def backward(self, dy, hs):
         """Returns (dtheta (P,), dx (N, n_in)): the gradient of sum_i <dy_i, y_i> w.r.t. parameters and inputs.
         Products d W^T use np.dot rather than @: for the value head's (N, 1) x (1, 64) product, @ takes a slow
-        path (30 us against 6 us at N = 256), and np.dot costs less per call on small arrays."""
+        path (about 5x slower at N = 256; bench/kernels.md), and np.dot costs less per call on small arrays."""
         dtheta = np.empty_like(self.theta)
         dW, db = self._views(dtheta)
         for l, d in self.deltas(dy, hs):
