@@ -348,8 +348,8 @@ def update_vpg(agent, b, hp, rng, frac=1.0):
 
 def update_a2c(agent, b, hp, rng, frac=1.0):
     """Advantage actor-critic, 002 §actor-critic method: n-step rollouts (T = n) from E parallel envs;
-    A_hat_t = sum_{l<n} gamma^l r_{t+l} + gamma^(n-t) V(s_T) - V(s_t) (GAE with lam = 1); one step for the
-    actor on sum_t grad log pi A_hat_t and one for the critic on (V_phi(s_t) - R_hat_t)^2."""
+    A_hat_t = sum_{l<n} gamma^l r_{t+l} + gamma^(n-t) V(s_T) - V(s_t) (GAE, with lam = 1 in A2C's defaults);
+    one step for the actor on sum_t grad log pi A_hat_t and one for the critic on (V_phi(s_t) - R_hat_t)^2."""
     obs, act, logp_old, adv, ret, val = prepare(b, hp)
     pi, N = agent.pi, len(obs)
     A = normalise(adv) if hp.norm_adv else adv
@@ -449,9 +449,10 @@ def ppo_epochs(agent, b, hp, rng, frac, dz_objective, beta=0.0, stop_kl=0.0):
                 dz -= hp.ent_coef * head.dentropy(z) / len(mb)            # entropy bonus c2 H
             v, hv = agent.v.forward(obs[mb])
             dv = v[:, 0] - ret[mb]                                        # d/dV of 1/2 (V - R_hat)^2
-            if hp.clip_vloss:  # the clipped value loss max((V - R)^2, (V_old + clip(V - V_old, -eps, eps) - R)^2)
+            if hp.clip_vloss:  # max((V - R)^2, (V_clip - R)^2), V_clip = V_old + clip(V - V_old, -eps, eps)
                 v_clip = val_old[mb] + np.clip(v[:, 0] - val_old[mb], -clip_eps, clip_eps)
-                dv = np.where((v_clip - ret[mb]) ** 2 > dv ** 2, 0.0, dv)  # no gradient where the clipped term wins
+                inside = np.abs(v[:, 0] - val_old[mb]) < clip_eps  # there d V_clip / dV = 1, outside 0
+                dv = np.where((v_clip - ret[mb]) ** 2 > dv ** 2, (v_clip - ret[mb]) * inside, dv)  # d/dV of the larger
             dphi, _ = agent.v.backward(hp.vf_coef * dv[:, None] / len(mb), hv)
             grad, _ = nets.clip_grad_norm(np.concatenate([pi.backward(dz, hs), dphi]), hp.max_grad_norm)
             pi.theta = agent.opt_pi.step(pi.theta, grad[:pi.n_params])

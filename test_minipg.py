@@ -544,9 +544,14 @@ PPO_LOSSES = {"clip": (clip_loss, algos.dz_clip), "penalty": (penalty_loss, algo
 
 
 def check_ratios_away_from_kinks(r, A):
-    """Some terms clipped, some not, none within KINK of 1 +- eps (where the clipped loss has a kink)."""
+    """Some terms clipped, some not, none within KINK of 1 +- eps (where the clipped loss has a kink), and all
+    four regions outside the clip range occur: r > 1+eps and r < 1-eps, each with A > 0 and with A < 0 (clipped
+    where the clip would improve the objective, passed through where it would make it worse)."""
     clipped = ((r > 1 + CLIP_EPS) & (A > 0)) | ((r < 1 - CLIP_EPS) & (A < 0))
     assert clipped.any() and (~clipped).any()
+    for above, positive in [(True, True), (True, False), (False, True), (False, False)]:
+        outside = r > 1 + CLIP_EPS if above else r < 1 - CLIP_EPS
+        assert (outside & ((A > 0) if positive else (A < 0))).any(), (above, positive)
     assert np.abs(r - (1 + CLIP_EPS)).min() > KINK and np.abs(r - (1 - CLIP_EPS)).min() > KINK
 
 

@@ -1,0 +1,794 @@
+"""Exact tests of every update in algos.py (issue 12): one update, in float64, on a small fixed batch, against a
+plain reference written here the way the notes write it.
+
+Each reference recomputes everything itself, with per-sample and per-step loops and explicit sums: the episodes and
+the reward-to-go, GAE as the backward recursion per env, the normalisation, the per-sample objectives and their
+gradients with respect to the head's outputs z, the minibatch order, the gradient-norm clip, Adam and RMSprop, the
+critic regression, conjugate gradient on an explicit Fisher matrix, the line search and the beta rule. It calls none
+of algos.py's helpers (prepare, normalise, gae, policy_gradient, dz_*, cg, fit_value, ...), and of nets.py only the
+networks' forward, backward and jvp. Each test then checks that the features it switches on really took effect
+(a grad-norm clip that clipped, a value loss that was clipped, an early stop, a backtrack, a beta that moved).
+Relative error = max|a - b| / max(max|b|, tiny), b the reference; every update must agree to REL_TOL.
+
+Run: python -m pytest -q test_updates.py. This file imports only numpy, pytest, nets and algos.
+"""
+import math
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matrices: one BLAS thread is faster (as minipg.py sets)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import algos  # noqa: E402
+import nets  # noqa: E402
+
+TINY = 1e-300
+REL_TOL = 1e-10   # the code and the reference compute the same numbers in a different order
+OBS_DIM, HIDDEN = 3, (5,)
+T, E = 10, 3      # steps per env, envs: N = 30 samples
+HEADS = {"categorical": lambda: nets.Categorical(3), "gaussian": lambda: nets.DiagGaussian(2)}
+
+# The done pattern of every batch, (t, env). env 0: terminated at 2, truncated at 6, then an unfinished tail 7-9;
+# env 1: truncated at 1, terminated at 5, truncated at the last step 9 (final_val, not last_val, bootstraps it);
+# env 2: terminated at 3, then an unfinished tail 4-9. REINFORCE keeps 6 whole episodes and drops 9 tail steps.
+TERMINATED = [(2, 0), (5, 1), (3, 2)]
+TRUNCATED = [(6, 0), (1, 1), (9, 1)]
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), TINY))
+
+
+def assert_same_update(agent, info, theta, phi, ref_info):
+    """The new theta and phi, and every info value, agree with the reference (integers exactly)."""
+    assert set(info) == set(ref_info), (sorted(info), sorted(ref_info))
+    assert rel_err(agent.pi.theta, theta) <= REL_TOL
+    assert rel_err(agent.v.theta, phi) <= REL_TOL
+    for k, want in ref_info.items():
+        if isinstance(want, int):
+            assert info[k] == want and isinstance(info[k], int), (k, info[k], want)
+        else:
+            assert rel_err(info[k], want) <= REL_TOL, (k, info[k], want)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The fixed setting: an agent perturbed off its init, and a rollout with terminations, truncations and a cut
+# ---------------------------------------------------------------------------------------------------------------
+
+def make_agent(head_name, seed=0, optimiser="adam", lr_pi=0.02, lr_v=0.05):
+    """Agent(3, head, (5,)) with every parameter (biases, log-std) perturbed, so nothing is trivially zero. lr_v
+    differs from lr_pi, so that a joint-loss update (A2C, PPO) must step the critic with lr_pi."""
+    rng = np.random.default_rng(seed)
+    agent = nets.Agent(OBS_DIM, HEADS[head_name](), HIDDEN, rng=rng, optimiser=optimiser, lr_pi=lr_pi, lr_v=lr_v,
+                       eps=1e-5)
+    agent.pi.theta = agent.pi.theta + 0.5 * rng.standard_normal(agent.pi.n_params)
+    agent.v.theta[:] += 0.5 * rng.standard_normal(agent.v.theta.size)
+    return agent
+
+
+def make_batch(agent, seed=1, rewards=None):
+    """A real algos.Batch (T, E), as a rollout of this agent would fill it: actions sampled from pi_theta, their
+    log-probabilities and V_phi(s_t); final_val nonzero exactly where truncated; last_val nonzero."""
+    rng = np.random.default_rng(seed)
+    obs = rng.standard_normal((T, E, OBS_DIM))
+    a, logp, val = agent.act(obs.reshape(T * E, OBS_DIM), rng)
+    terminated, truncated = np.zeros((T, E), bool), np.zeros((T, E), bool)
+    for t, e in TERMINATED:
+        terminated[t, e] = True
+    for t, e in TRUNCATED:
+        truncated[t, e] = True
+    b = algos.Batch(obs=obs, act=a.reshape(T, E, *a.shape[1:]), logp=logp.reshape(T, E), val=val.reshape(T, E),
+                    rew=rng.standard_normal((T, E)), terminated=terminated, truncated=truncated,
+                    final_val=np.where(truncated, rng.standard_normal((T, E)), 0.0), last_val=rng.standard_normal(E))
+    if rewards is not None:
+        b.rew = rewards(agent, b)
+    assert np.all(b.final_val[truncated] != 0) and np.all(b.last_val != 0)
+    assert not (terminated | truncated)[-1].all()  # some episodes run into the cut at the end
+    return b
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The reference's pieces, written out. Heads: the per-sample formulas of 000 §Policies, one row z (D,) at a time.
+# ---------------------------------------------------------------------------------------------------------------
+
+class CategoricalRef:
+    """000 §Policies (categorical): pi(a|s) = softmax(z)_a, for one row of logits z (A,)."""
+
+    def probs(self, z):
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
+    def log_prob(self, z, a):
+        return z[a] - z.max() - math.log(np.exp(z - z.max()).sum())
+
+    def dlogp(self, z, a):  # d log pi(a|s) / dz = onehot(a) - p
+        g = -self.probs(z)
+        g[a] += 1.0
+        return g
+
+    def entropy(self, z):  # H = -sum_j p_j log p_j
+        p = self.probs(z)
+        return -float(np.sum(p * np.log(p)))
+
+    def dentropy(self, z):  # dH/dz_j = -p_j (log p_j + H)
+        p = self.probs(z)
+        return -p * (np.log(p) + self.entropy(z))
+
+    def kl(self, z_old, z):  # KL(pi_old || pi) = sum_j p_old_j (log p_old_j - log p_j)
+        p_old = self.probs(z_old)
+        return float(np.sum(p_old * (np.log(p_old) - np.log(self.probs(z)))))
+
+    def dkl(self, z_old, z):  # d KL(pi_old || pi) / dz = p - p_old
+        return self.probs(z) - self.probs(z_old)
+
+    def fisher(self, z):  # 001 §Method 2: M = E_a[(e_a - p)(e_a - p)^T] = diag(p) - p p^T
+        p = self.probs(z)
+        return np.diag(p) - np.outer(p, p)
+
+
+class GaussianRef:
+    """000 §Policies (diagonal Gaussian): pi(a|s) = N(mu, diag sigma^2), one row z = [mu (A,), log sigma (A,)]."""
+
+    def __init__(self, A=2):
+        self.A = A
+
+    def split(self, z):
+        return z[:self.A], z[self.A:], np.exp(z[self.A:])  # mu, log sigma, sigma
+
+    def log_prob(self, z, a):  # sum_k -1/2 ((a_k - mu_k) / sigma_k)^2 - log sigma_k - 1/2 log 2 pi
+        mu, log_std, std = self.split(z)
+        return float(sum(-0.5 * ((a[k] - mu[k]) / std[k]) ** 2 - log_std[k] - 0.5 * math.log(2 * math.pi)
+                         for k in range(self.A)))
+
+    def dlogp(self, z, a):  # [u / sigma, u^2 - 1], u = (a - mu) / sigma
+        mu, log_std, std = self.split(z)
+        u = (a - mu) / std
+        return np.concatenate([u / std, u * u - 1.0])
+
+    def entropy(self, z):  # H = sum_k log sigma_k + 1/2 log(2 pi e)
+        return float(sum(self.split(z)[1]) + self.A * 0.5 * math.log(2 * math.pi * math.e))
+
+    def dentropy(self, z):
+        return np.concatenate([np.zeros(self.A), np.ones(self.A)])
+
+    def kl(self, z_old, z):  # sum_k log(s_k / s_old_k) + (s_old_k^2 + (mu_old_k - mu_k)^2) / (2 s_k^2) - 1/2, s = sigma
+        (mu0, ls0, s0), (mu, ls, s) = self.split(z_old), self.split(z)
+        return float(sum(ls[k] - ls0[k] + (s0[k] ** 2 + (mu0[k] - mu[k]) ** 2) / (2 * s[k] ** 2) - 0.5
+                         for k in range(self.A)))
+
+    def dkl(self, z_old, z):
+        (mu0, ls0, s0), (mu, ls, s) = self.split(z_old), self.split(z)
+        return np.concatenate([(mu - mu0) / s ** 2, 1.0 - (s0 ** 2 + (mu0 - mu) ** 2) / s ** 2])
+
+    def fisher(self, z):  # 001 §Method 2, in (mu, log sigma): diag(1 / sigma^2, 2)
+        return np.diag(np.concatenate([1.0 / self.split(z)[2] ** 2, np.full(self.A, 2.0)]))
+
+
+REF_HEADS = {"categorical": CategoricalRef, "gaussian": GaussianRef}
+
+
+class RefAdam:
+    """Adam as Kingma & Ba 2015 write it (003 §7 recommends Adam): m <- b1 m + (1 - b1) g, v <- b2 v + (1 - b2) g^2,
+    theta <- theta - lr mhat / (sqrt(vhat) + eps), mhat = m / (1 - b1^t), vhat = v / (1 - b2^t). It minimises."""
+
+    def __init__(self, n, lr, eps, b1=0.9, b2=0.999):
+        self.lr, self.eps, self.b1, self.b2 = lr, eps, b1, b2
+        self.m, self.v, self.t = np.zeros(n), np.zeros(n), 0
+
+    def step(self, theta, g):
+        self.t += 1
+        self.m = self.b1 * self.m + (1 - self.b1) * g
+        self.v = self.b2 * self.v + (1 - self.b2) * g * g
+        mhat, vhat = self.m / (1 - self.b1 ** self.t), self.v / (1 - self.b2 ** self.t)
+        return theta - self.lr * mhat / (np.sqrt(vhat) + self.eps)
+
+
+class RefRMSprop:
+    """RMSprop as torch.optim.RMSprop (A2C's optimiser): v <- a v + (1 - a) g^2, theta <- theta - lr g / (sqrt v + eps)
+    (no bias correction)."""
+
+    def __init__(self, n, lr, eps, alpha=0.99):
+        self.lr, self.eps, self.alpha, self.v = lr, eps, alpha, np.zeros(n)
+
+    def step(self, theta, g):
+        self.v = self.alpha * self.v + (1 - self.alpha) * g * g
+        return theta - self.lr * g / (np.sqrt(self.v) + self.eps)
+
+
+class Twin:
+    """The reference's copy of the agent: the same networks, used only to evaluate z = pi_theta(s) and V_phi(s) and to
+    backprop a dz or dV built sample by sample (nets' proven forward/backward/jvp), with the per-sample head formulas
+    and its own optimisers. theta and phi are the parameters before the update."""
+
+    def __init__(self, head_name, seed=0, optimiser="adam", lr_pi=0.02, lr_v=0.05):
+        agent = make_agent(head_name, seed, optimiser, lr_pi, lr_v)
+        self.pi, self.v, self.head = agent.pi, agent.v, REF_HEADS[head_name]()
+        self.theta, self.phi = agent.pi.theta, agent.v.theta.copy()
+        self.optimiser, self.lr_pi, self.lr_v, self.eps = optimiser, lr_pi, lr_v, 1e-5
+
+    def dist(self, theta, obs):
+        """z (n, D) and the cache, at theta."""
+        self.pi.theta = theta
+        return self.pi.dist(obs)
+
+    def value(self, phi, obs):
+        """V_phi(s) (n,) and the cache, at phi."""
+        self.v.theta[:] = phi
+        out, hv = self.v.forward(obs)
+        return out[:, 0], hv
+
+    def new_optimiser(self, n, lr):
+        return (RefAdam if self.optimiser == "adam" else RefRMSprop)(n, lr, self.eps)
+
+
+def rows(x):
+    """(T, E, ...) -> the samples in the order env by env, step by step: [x[0, 0], x[1, 0], ..., x[T-1, E-1]]."""
+    return np.array([x[t, e] for e in range(x.shape[1]) for t in range(x.shape[0])])
+
+
+def ref_gae(b, gamma, lam):
+    """GAE-lambda (000 §Other Forms of the Policy Gradient) as the backward recursion per env:
+    td_t = r_t + gamma V(s_{t+1}) - V(s_t),  A_t = td_t + gamma lam A_{t+1},
+    with V(s_{t+1}) = 0 after a termination, final_val after a truncation, last_val after the last step, and
+    A_{t+1} = 0 across the end of an episode (the next row starts a new one)."""
+    adv = np.zeros(b.rew.shape)
+    for e in range(E):
+        A_next = 0.0
+        for t in range(T - 1, -1, -1):
+            if b.terminated[t, e]:
+                V_next, A_next = 0.0, 0.0
+            elif b.truncated[t, e]:
+                V_next, A_next = b.final_val[t, e], 0.0
+            elif t == T - 1:
+                V_next = b.last_val[e]
+            else:
+                V_next = b.val[t + 1, e]
+            td = b.rew[t, e] + gamma * V_next - b.val[t, e]
+            A_next = adv[t, e] = td + gamma * lam * A_next
+    return adv
+
+
+def ref_nstep_returns(b, gamma):
+    """002 §actor-critic method, n-step form (A2C): R_hat_t = sum_{k=t}^{end} gamma^(k-t) r_k + gamma^(end+1-t) V_end,
+    end the last step of t's episode inside the rollout; V_end = 0 if it terminated there, final_val if it was
+    truncated, last_val = V(s_T) if it ran into the cut."""
+    ret = np.zeros(b.rew.shape)
+    for e in range(E):
+        for t in range(T):
+            end = next(k for k in range(t, T) if b.terminated[k, e] or b.truncated[k, e] or k == T - 1)
+            V_end = 0.0 if b.terminated[end, e] else b.final_val[end, e] if b.truncated[end, e] else b.last_val[e]
+            ret[t, e] = sum(gamma ** (k - t) * b.rew[k, e] for k in range(t, end + 1)) + gamma ** (end + 1 - t) * V_end
+    return ret
+
+
+def ref_normalise(x):
+    """(x - mean) / (std + 1e-8), mean = 1/n sum x_i, std = sqrt(1/n sum (x_i - mean)^2)."""
+    n = len(x)
+    mean = sum(x) / n
+    std = math.sqrt(sum((xi - mean) ** 2 for xi in x) / n)
+    return np.array([(xi - mean) / (std + 1e-8) for xi in x])
+
+
+def ref_var(x):
+    mean = sum(x) / len(x)
+    return sum((xi - mean) ** 2 for xi in x) / len(x)
+
+
+def ref_diagnostics(tw, theta_new, obs, z_old, val_old, ret, **info):
+    """STYLE §9's fixed diagnostics on the whole batch: kl = 1/N sum_i KL(pi_old || pi_new)(s_i), entropy =
+    1/N sum_i H(pi_new)(s_i), explained_var = 1 - Var[R_hat - V_old] / Var[R_hat] (1/N variances)."""
+    z_new, _ = tw.dist(theta_new, obs)
+    N = len(obs)
+    return dict(info, kl=sum(tw.head.kl(z_old[i], z_new[i]) for i in range(N)) / N,
+                entropy=sum(tw.head.entropy(z_new[i]) for i in range(N)) / N,
+                explained_var=1.0 - ref_var(ret - val_old) / ref_var(ret))
+
+
+def ref_fit_value(tw, obs, ret, hp, rng):
+    """Critic regression, 002 §actor-critic method / 000 §Baselines in Policy Gradients: phi <- argmin
+    E[(V_phi(s_t) - R_hat_t)^2], as hp.v_iters epochs of Adam (lr_v) on shuffled minibatches of
+    1/2 mean (V - R_hat)^2, whose gradient w.r.t. V_i is (V_i - R_hat_i) / n. Returns phi and the loss after."""
+    phi, N = tw.phi.copy(), len(obs)
+    opt = tw.new_optimiser(phi.size, tw.lr_v)
+    for _ in range(hp.v_iters):
+        for mb in np.array_split(rng.permutation(N), max(1, N // hp.v_minibatch)):
+            V, hv = tw.value(phi, obs[mb])
+            dV = np.array([[(V[k] - ret[i]) / len(mb)] for k, i in enumerate(mb)])  # (n, 1)
+            dphi, _ = tw.v.backward(dV, hv)
+            phi = opt.step(phi, dphi)
+    V, _ = tw.value(phi, obs)
+    return phi, 0.5 * sum((V[i] - ret[i]) ** 2 for i in range(N)) / N
+
+
+def ref_actor_critic_inputs(b, hp):
+    """GAE advantages and the lambda-return R_hat_t = A_t + V(s_t) as critic target, as samples."""
+    adv = ref_gae(b, hp.gamma, hp.lam)
+    return rows(b.obs), rows(b.act), rows(b.logp), rows(adv), rows(adv + b.val), rows(b.val)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# REINFORCE
+# ---------------------------------------------------------------------------------------------------------------
+
+def ref_reinforce(tw, b, hp, seed):
+    """REINFORCE (003 §3; 000 §Deriving the Simplest Policy Gradient) on the whole episodes of the batch:
+    g = 1/N_tau sum_tau sum_t grad log pi(a_t|s_t) (Phi_t - b), Phi_t = R(tau) or the reward-to-go
+    R_hat_t = sum_{t'>=t} gamma^(t'-t) r_t' (000 §Don't Let the Past Distract You), and b one of: none; the batch
+    mean of Phi (003 §5.3.1, taken over steps as algos.pg_estimate's comment says); V_phi(s_t) (002 §baselines); or
+    the optimal baseline per parameter k (003 §5.3.4), b_k = sum_tau g_k h_k / sum_tau g_k^2 with
+    g(tau) = sum_t grad log pi, h(tau) = sum_t grad log pi Phi_t (h = g R(tau) for Phi = R(tau): the note's formula).
+    theta <- theta + alpha g by Adam; with b = V, V_phi is then fitted to R_hat."""
+    # the episodes, env by env: an episode ends at a terminated or truncated step; an unfinished tail is dropped
+    episodes = []
+    for e in range(E):
+        steps = []
+        for t in range(T):
+            steps.append((t, e))
+            if b.terminated[t, e] or b.truncated[t, e]:
+                episodes.append(steps)
+                steps = []
+    n_tau = len(episodes)
+    obs, act, val, ret, R_tau, ep = [], [], [], [], [], []
+    for k, steps in enumerate(episodes):
+        rtg = [sum(hp.gamma ** (j2 - j) * b.rew[steps[j2]] for j2 in range(j, len(steps))) for j in range(len(steps))]
+        for j, (t, e) in enumerate(steps):
+            obs.append(b.obs[t, e]), act.append(b.act[t, e]), val.append(b.val[t, e])
+            ret.append(rtg[j]), R_tau.append(rtg[0]), ep.append(k)
+    obs, act, val, ret, R_tau = np.array(obs), np.array(act), np.array(val), np.array(ret), np.array(R_tau)
+    N = len(obs)
+    phi = R_tau if hp.phi == "return" else ret
+    # grad log pi(a_i|s_i), one sample at a time
+    z_old, _ = tw.dist(tw.theta, obs)
+    grads = [tw.pi.backward(tw.head.dlogp(z_old[i], act[i])[None], tw.dist(tw.theta, obs[i:i + 1])[1])
+             for i in range(N)]
+    if hp.baseline == "optimal":
+        g_tau = [sum(grads[i] for i in range(N) if ep[i] == k) for k in range(n_tau)]
+        h_tau = [sum(grads[i] * phi[i] for i in range(N) if ep[i] == k) for k in range(n_tau)]
+        P = len(tw.theta)
+        base = np.zeros(P)
+        for p in range(P):
+            num = sum(g_tau[k][p] * h_tau[k][p] for k in range(n_tau))
+            den = sum(g_tau[k][p] ** 2 for k in range(n_tau))
+            base[p] = num / den if den > 0 else 0.0
+        g = sum(h_tau[k] - base * g_tau[k] for k in range(n_tau)) / n_tau
+    else:
+        base = {"none": np.zeros(N), "mean": np.full(N, sum(phi) / N), "v": val}[hp.baseline]
+        g = sum(grads[i] * (phi[i] - base[i]) for i in range(N)) / n_tau
+    theta = tw.new_optimiser(len(tw.theta), tw.lr_pi).step(tw.theta, -g)  # ascent on J: descend -g
+    phi_v, loss_v = ref_fit_value(tw, obs, ret, hp, np.random.default_rng(seed)) if hp.baseline == "v" \
+        else (tw.phi, 0.0)
+    # the 003 §7.1 pseudo-loss at theta_old, -1/N_tau sum_t log pi(a_t|s_t) Phi_t (Phi before the baseline)
+    loss_pi = -sum(tw.head.log_prob(z_old[i], act[i]) * phi[i] for i in range(N)) / n_tau
+    info = ref_diagnostics(tw, theta, obs, z_old, val, ret, loss_pi=loss_pi, loss_v=loss_v, episodes=n_tau)
+    return theta, phi_v, info, dict(kept=N, grads=grads, phi=phi)
+
+
+@pytest.mark.parametrize("baseline", ["none", "mean", "optimal", "v"])
+@pytest.mark.parametrize("phi", ["return", "rtg"])
+@pytest.mark.parametrize("head_name", HEADS)
+def test_reinforce_update_equals_the_monte_carlo_gradient_on_whole_episodes(head_name, phi, baseline):
+    hp = algos.Hyper(gamma=0.9, phi=phi, baseline=baseline, v_iters=2, v_minibatch=8)
+    agent, tw = make_agent(head_name), Twin(head_name)
+    b = make_batch(agent)
+    info = algos.update_reinforce(agent, b, hp, np.random.default_rng(5))
+    theta, phi_v, ref_info, stats = ref_reinforce(tw, b, hp, seed=5)
+    assert ref_info["episodes"] == 6 and stats["kept"] == T * E - 9  # the tails really were dropped
+    assert_same_update(agent, info, theta, phi_v, ref_info)
+    if baseline == "v":
+        assert rel_err(phi_v, tw.phi) > 1e-3  # the critic was fitted
+
+
+def test_reinforce_without_a_finished_episode_changes_nothing():
+    agent = make_agent("categorical")
+    b = make_batch(agent)
+    b.terminated[:], b.truncated[:], b.final_val[:] = False, False, 0.0
+    theta, phi = agent.pi.theta, agent.v.theta.copy()
+    info = algos.update_reinforce(agent, b, algos.Hyper(), np.random.default_rng(5))
+    assert info["episodes"] == 0 and info["loss_pi"] == 0.0
+    assert np.array_equal(agent.pi.theta, theta) and np.array_equal(agent.v.theta, phi)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# VPG and A2C
+# ---------------------------------------------------------------------------------------------------------------
+
+def ref_vpg(tw, b, hp, seed):
+    """VPG, 000 §Vanilla Policy Gradient (VPG): g = 1/N sum_t grad log pi(a_t|s_t) A_t (+ c2 grad H(s_t), the
+    entropy bonus) with GAE advantages (normalised if hp.norm_adv), theta_{k+1} = theta_k + alpha g (Adam), then
+    V_phi fitted to the lambda-return. loss_pi is the pseudo-loss -1/N sum_t log pi_old(a_t|s_t) A_t (003 §7.1)."""
+    obs, act, logp_old, adv, ret, val = ref_actor_critic_inputs(b, hp)
+    N = len(obs)
+    A = ref_normalise(adv) if hp.norm_adv else adv
+    z_old, hs = tw.dist(tw.theta, obs)
+    dz = np.array([tw.head.dlogp(z_old[i], act[i]) * A[i] + hp.ent_coef * tw.head.dentropy(z_old[i])
+                   for i in range(N)])
+    g = tw.pi.backward(dz, hs) / N
+    theta = tw.new_optimiser(len(tw.theta), tw.lr_pi).step(tw.theta, -g)
+    phi, loss_v = ref_fit_value(tw, obs, ret, hp, np.random.default_rng(seed))
+    loss_pi = -sum(logp_old[i] * A[i] for i in range(N)) / N
+    return theta, phi, ref_diagnostics(tw, theta, obs, z_old, val, ret, loss_pi=loss_pi, loss_v=loss_v)
+
+
+@pytest.mark.parametrize("norm_adv,ent_coef", [(True, 0.0), (False, 0.05)])
+@pytest.mark.parametrize("head_name", HEADS)
+def test_vpg_update_equals_one_ascent_step_on_the_gae_gradient_then_the_critic_regression(head_name, norm_adv,
+                                                                                          ent_coef):
+    hp = algos.Hyper(gamma=0.9, lam=0.8, norm_adv=norm_adv, ent_coef=ent_coef, v_iters=3, v_minibatch=8)
+    agent, tw = make_agent(head_name), Twin(head_name)
+    b = make_batch(agent)
+    info = algos.update_vpg(agent, b, hp, np.random.default_rng(6))
+    assert_same_update(agent, info, *ref_vpg(tw, b, hp, seed=6))
+
+
+def ref_a2c(tw, b, hp):
+    """A2C, 002 §actor-critic method: A_t = R_hat_t - V(s_t) with the n-step return R_hat_t (GAE with lam = 1);
+    one step on the joint loss -1/N sum_t [log pi(a_t|s_t) A_t + c2 H(s_t)] + c1 1/2 1/N sum_t (V_phi(s_t) - R_hat_t)^2:
+    its gradient [-g, dphi] clipped to global norm hp.max_grad_norm, then one optimiser on [theta, phi] with lr_pi."""
+    assert hp.lam == 1.0
+    obs, act, logp_old, val = rows(b.obs), rows(b.act), rows(b.logp), rows(b.val)
+    ret = rows(ref_nstep_returns(b, hp.gamma))
+    N = len(obs)
+    A = ref_normalise(ret - val) if hp.norm_adv else ret - val
+    z_old, hs = tw.dist(tw.theta, obs)
+    dz = np.array([tw.head.dlogp(z_old[i], act[i]) * A[i] + hp.ent_coef * tw.head.dentropy(z_old[i])
+                   for i in range(N)])
+    g = tw.pi.backward(dz, hs) / N
+    V, hv = tw.value(tw.phi, obs)
+    dphi, _ = tw.v.backward(np.array([[hp.vf_coef * (V[i] - ret[i]) / N] for i in range(N)]), hv)
+    grad = np.concatenate([-g, dphi])
+    norm = math.sqrt(sum(x * x for x in grad))
+    if hp.max_grad_norm > 0 and norm > hp.max_grad_norm:
+        grad = grad * hp.max_grad_norm / norm
+    params = tw.new_optimiser(len(grad), tw.lr_pi).step(np.concatenate([tw.theta, tw.phi]), grad)
+    theta, phi = params[:len(tw.theta)], params[len(tw.theta):]
+    info = ref_diagnostics(tw, theta, obs, z_old, val, ret, loss_pi=-sum(logp_old[i] * A[i] for i in range(N)) / N,
+                           loss_v=0.5 * sum((V[i] - ret[i]) ** 2 for i in range(N)) / N)
+    return theta, phi, info, dict(norm=norm)
+
+
+@pytest.mark.parametrize("optimiser,norm_adv,ent_coef,max_grad_norm", [("rmsprop", False, 0.01, 0.1),
+                                                                       ("adam", True, 0.0, 0.0)])
+@pytest.mark.parametrize("head_name", HEADS)
+def test_a2c_update_equals_one_clipped_joint_step_on_the_n_step_advantage(head_name, optimiser, norm_adv, ent_coef,
+                                                                         max_grad_norm):
+    hp = algos.Hyper(gamma=0.9, lam=1.0, norm_adv=norm_adv, ent_coef=ent_coef, max_grad_norm=max_grad_norm)
+    agent, tw = make_agent(head_name, optimiser=optimiser), Twin(head_name, optimiser=optimiser)
+    b = make_batch(agent)
+    info = algos.update_a2c(agent, b, hp, np.random.default_rng(7))
+    theta, phi, ref_info, stats = ref_a2c(tw, b, hp)
+    if max_grad_norm:
+        assert stats["norm"] > 2 * max_grad_norm  # the clip really clips
+    assert_same_update(agent, info, theta, phi, ref_info)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NPG and TRPO
+# ---------------------------------------------------------------------------------------------------------------
+
+def ref_fisher(tw, theta, obs):
+    """The explicit Fisher matrix F = 1/N sum_i J_i^T M_i J_i (001 §Method 2: F = E[grad log pi grad log pi^T], in
+    Gauss-Newton form), J_i = dz_i/dtheta (D, P) column by column from the network's jvp, M_i the head's metric."""
+    z, hs = tw.dist(theta, obs)
+    P = len(theta)
+    J = np.stack([tw.pi.jvp(np.eye(P)[p], hs) for p in range(P)], axis=2)  # (N, D, P): J[i][:, p] = dz_i/dtheta_p
+    return sum(J[i].T @ tw.head.fisher(z[i]) @ J[i] for i in range(len(obs))) / len(obs)
+
+
+def ref_cg(A, b, iters, tol=1e-10):
+    """Conjugate gradient for A x = b (000 §Proximal Policy Optimization: "solved using the conjugate gradient
+    algorithm"), from x = 0, stopping after iters steps or once r^T r <= tol."""
+    x, r = np.zeros(len(b)), b.copy()
+    p, rr = r.copy(), r @ r
+    for _ in range(iters):
+        if rr <= tol:
+            break
+        alpha = rr / (p @ A @ p)
+        x = x + alpha * p
+        r = r - alpha * (A @ p)
+        rr_new = r @ r
+        p = r + rr_new / rr * p
+        rr = rr_new
+    return x
+
+
+def ref_trpo(tw, b, hp, seed, search):
+    """TRPO (000 §Proximal Policy Optimization): maximise L(theta) = 1/N sum_t r_t(theta) A_t subject to
+    1/N sum_t KL(pi_old || pi_theta)(s_t) <= delta. g = 1/N sum_t grad log pi A_t; x solves (F + damping I) x = g by
+    CG on the explicit F; 001 §Method 2's step sqrt(2 delta / x^T F x) x; then the backtracking line search:
+    theta_j = theta_old + coef^j step for j = 0, 1, ..., the first with KL <= delta and L(theta_j) > L(theta_old),
+    else theta_old. NPG (001 §Method 2) takes the full step. Then V_phi is fitted to the lambda-return."""
+    obs, act, logp_old, adv, ret, val = ref_actor_critic_inputs(b, hp)
+    N, P = len(obs), len(tw.theta)
+    A = ref_normalise(adv) if hp.norm_adv else adv
+    z_old, hs = tw.dist(tw.theta, obs)
+    g = tw.pi.backward(np.array([tw.head.dlogp(z_old[i], act[i]) * A[i] for i in range(N)]), hs) / N
+    F = ref_fisher(tw, tw.theta, obs)
+    x = ref_cg(F + hp.cg_damping * np.eye(P), g, hp.cg_iters)
+    step = math.sqrt(2 * hp.max_kl / (x @ F @ x)) * x
+
+    def surrogate_and_kl(theta):  # L(theta) = 1/N sum_t pi_theta(a_t|s_t) / pi_old(a_t|s_t) A_t, and the mean KL
+        z, _ = tw.dist(theta, obs)
+        L = sum(math.exp(tw.head.log_prob(z[i], act[i]) - logp_old[i]) * A[i] for i in range(N)) / N
+        return L, sum(tw.head.kl(z_old[i], z[i]) for i in range(N)) / N
+
+    L_old, _ = surrogate_and_kl(tw.theta)
+    theta, backtracks, tried = tw.theta + step, 0, []
+    if search:
+        theta, backtracks = tw.theta, hp.backtrack_iters  # if no step is accepted
+        for j in range(hp.backtrack_iters):
+            L, kl = surrogate_and_kl(tw.theta + hp.backtrack_coef ** j * step)
+            tried.append((L > L_old, kl <= hp.max_kl))
+            if kl <= hp.max_kl and L > L_old:
+                theta, backtracks = tw.theta + hp.backtrack_coef ** j * step, j
+                break
+    L_new, _ = surrogate_and_kl(theta)
+    phi, loss_v = ref_fit_value(tw, obs, ret, hp, np.random.default_rng(seed))
+    info = ref_diagnostics(tw, theta, obs, z_old, val, ret, loss_pi=-L_new, loss_v=loss_v, backtracks=backtracks,
+                           surr_gain=L_new - L_old)
+    return theta, phi, info, dict(tried=tried, quad_kl=0.5 * step @ F @ step)
+
+
+@pytest.mark.parametrize("head_name", HEADS)
+def test_npg_update_equals_the_natural_gradient_step_on_the_explicit_fisher_matrix(head_name):
+    hp = algos.Hyper(gamma=0.9, lam=0.8, max_kl=0.01, cg_iters=6, cg_damping=0.05, v_iters=2, v_minibatch=8)
+    agent, tw = make_agent(head_name), Twin(head_name)
+    b = make_batch(agent)
+    info = algos.update_npg(agent, b, hp, np.random.default_rng(8))
+    theta, phi, ref_info, stats = ref_trpo(tw, b, hp, seed=8, search=False)
+    assert abs(stats["quad_kl"] - hp.max_kl) <= 1e-12  # 1/2 step^T F step = delta
+    assert_same_update(agent, info, theta, phi, ref_info)
+
+
+def overshooting_rewards(agent, b):
+    """Rewards whose natural-gradient step overshoots delta: categorical, reward action 0 (its logit rises);
+    Gaussian, reward actions near the mean (sigma shrinks)."""
+    if isinstance(agent.pi.head, nets.Categorical):
+        return (b.act == 0).astype(float)
+    mu = agent.pi.dist(b.obs.reshape(T * E, OBS_DIM))[0][:, :agent.pi.head.A].reshape(b.act.shape)
+    return -((b.act - mu) ** 2).sum(-1)
+
+
+def spreading_rewards(agent, b):
+    """The opposite: the step flattens the policy (categorical) or widens sigma (Gaussian), and undershoots delta."""
+    return -overshooting_rewards(agent, b)
+
+
+TRPO_CASES = {  # the true KL of the full step is below delta (j = 0), or above it (backtracking)
+    "accepted-at-j0": (dict(max_kl=0.1, norm_adv=False, backtrack_coef=0.8), spreading_rewards),
+    "backtracked": (dict(max_kl=0.3, norm_adv=True, backtrack_coef=0.9), None),
+}
+
+
+@pytest.mark.parametrize("case", TRPO_CASES)
+@pytest.mark.parametrize("head_name", HEADS)
+def test_trpo_update_equals_the_backtracking_line_search_of_the_notes(head_name, case):
+    fields, rewards = TRPO_CASES[case]
+    hp = algos.Hyper(gamma=0.9, lam=0.8, cg_iters=8, cg_damping=0.05, v_iters=2, v_minibatch=8, **fields)
+    agent, tw = make_agent(head_name), Twin(head_name)
+    b = make_batch(agent, rewards=rewards)
+    info = algos.update_trpo(agent, b, hp, np.random.default_rng(9))
+    theta, phi, ref_info, stats = ref_trpo(tw, b, hp, seed=9, search=True)
+    if case == "accepted-at-j0":
+        assert ref_info["backtracks"] == 0
+    else:  # rejected for its KL, then accepted
+        assert 1 <= ref_info["backtracks"] < hp.backtrack_iters and not stats["tried"][0][1], stats["tried"]
+    assert_same_update(agent, info, theta, phi, ref_info)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# PPO-Clip and PPO-Penalty
+# ---------------------------------------------------------------------------------------------------------------
+
+def ref_ppo(tw, b, hp, seed, frac, objective, beta=0.0, stop_kl=0.0):
+    """PPO (000 §Proximal Policy Optimization): hp.epochs passes over the batch in shuffled minibatches (the
+    permutations drawn from an rng seeded as the update's), each one optimiser step with lr_pi on [theta, phi] for
+    the minibatch loss 1/n sum_t [-obj_t - c2 H(s_t) + c1 1/2 lv_t], its gradient clipped to global norm
+    hp.max_grad_norm. Per sample:
+      clip:    obj_t = min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t),  r_t = pi_theta(a_t|s_t) / pi_old(a_t|s_t);
+      penalty: obj_t = r_t A_t - beta KL(pi_old || pi_theta)(s_t)  (001 §Method 1, with KL(old || new) as PPO);
+      lv_t = (V - R_hat)^2, or with clip_vloss max((V - R_hat)^2, (V_old + clip(V - V_old, -eps, eps) - R_hat)^2).
+    A_t is normalised per minibatch if hp.norm_adv; eps = hp.clip_eps, times frac if hp.anneal_clip. Early
+    stopping (000 §Proximal Policy Optimization, Spinning Up): after an epoch, stop once the mean KL > 1.5 stop_kl."""
+    obs, act, logp_old, adv, ret, val_old = ref_actor_critic_inputs(b, hp)
+    N, P = len(obs), len(tw.theta)
+    eps = hp.clip_eps * frac if hp.anneal_clip else hp.clip_eps
+    z_old, _ = tw.dist(tw.theta, obs)
+    theta, phi = tw.theta, tw.phi
+    opt = tw.new_optimiser(P + len(phi), tw.lr_pi)
+    rng = np.random.default_rng(seed)
+    stats = dict(norms=[], clipped=0, pessimistic=0, vclipped=0, vclipped_inside=0, entropy_part=0.0, epochs=0,
+                 eps=eps)
+    for epoch in range(hp.epochs):
+        for mb in np.array_split(rng.permutation(N), max(1, N // hp.minibatch)):
+            n = len(mb)
+            A = ref_normalise(adv[mb]) if hp.norm_adv else adv[mb]
+            z, hs = tw.dist(theta, obs[mb])
+            V, hv = tw.value(phi, obs[mb])
+            dz, dV = np.zeros((n, z.shape[1])), np.zeros((n, 1))
+            for k, i in enumerate(mb):
+                r = math.exp(tw.head.log_prob(z[k], act[i]) - logp_old[i])
+                dr = r * tw.head.dlogp(z[k], act[i])  # d r_t / dz = r_t d log pi / dz
+                if objective == "clip":
+                    # d/dr of min(r A, clip(r) A): the min is r A, or clip(r) A, whose slope is A inside the range
+                    # and 0 outside
+                    if r * A[k] <= min(max(r, 1 - eps), 1 + eps) * A[k]:
+                        dobj = A[k] * dr
+                        stats["pessimistic"] += not (1 - eps <= r <= 1 + eps)
+                    else:
+                        dobj = A[k] * dr if 1 - eps < r < 1 + eps else 0.0 * dr
+                        stats["clipped"] += 1
+                else:
+                    dobj = A[k] * dr - beta * tw.head.dkl(z_old[i], z[k])
+                dz[k] = (-dobj - hp.ent_coef * tw.head.dentropy(z[k])) / n
+                stats["entropy_part"] = max(stats["entropy_part"], np.abs(hp.ent_coef * tw.head.dentropy(z[k])).max())
+                # d/dV of 1/2 lv_t
+                dlv = V[k] - ret[i]
+                if hp.clip_vloss:
+                    V_clip = val_old[i] + min(max(V[k] - val_old[i], -eps), eps)
+                    if (V_clip - ret[i]) ** 2 > (V[k] - ret[i]) ** 2:  # the max is the clipped term
+                        inside = -eps < V[k] - val_old[i] < eps  # then V_clip = V but for round-off
+                        dlv = (V_clip - ret[i]) if inside else 0.0
+                        stats["vclipped"] += 1
+                        stats["vclipped_inside"] += inside
+                dV[k, 0] = hp.vf_coef * dlv / n
+            grad = np.concatenate([tw.pi.backward(dz, hs), tw.v.backward(dV, hv)[0]])
+            norm = math.sqrt(sum(x * x for x in grad))
+            stats["norms"].append(norm)
+            if hp.max_grad_norm > 0 and norm > hp.max_grad_norm:
+                grad = grad * hp.max_grad_norm / norm
+            params = opt.step(np.concatenate([theta, phi]), grad)
+            theta, phi = params[:P], params[P:]
+        stats["epochs"] += 1
+        if stop_kl > 0:
+            z, _ = tw.dist(theta, obs)
+            if sum(tw.head.kl(z_old[i], z[i]) for i in range(N)) / N > 1.5 * stop_kl:
+                break
+    # after the update, on the whole batch: the clipped objective and the fraction of ratios outside [1-eps, 1+eps]
+    # (PPO-Penalty reports these PPO-Clip quantities too, as algos.ppo_epochs does, not its own objective)
+    z, _ = tw.dist(theta, obs)
+    r = [math.exp(tw.head.log_prob(z[i], act[i]) - logp_old[i]) for i in range(N)]
+    A = ref_normalise(adv) if hp.norm_adv else adv
+    loss_pi = -sum(min(r[i] * A[i], min(max(r[i], 1 - eps), 1 + eps) * A[i]) for i in range(N)) / N
+    V, _ = tw.value(phi, obs)
+    info = ref_diagnostics(tw, theta, obs, z_old, val_old, ret, loss_pi=loss_pi, epochs=stats["epochs"],
+                           loss_v=0.5 * sum((V[i] - ret[i]) ** 2 for i in range(N)) / N,
+                           clipfrac=sum(abs(r[i] - 1) > eps for i in range(N)) / N)
+    stats["clipfrac_unannealed"] = sum(abs(r[i] - 1) > hp.clip_eps for i in range(N)) / N
+    return theta, phi, info, stats
+
+
+PPO_CASES = {
+    # everything on: clipped value loss, entropy bonus, per-minibatch normalisation, eps and the learning rates
+    # annealed (minipg.py sets opt.lr = lr * frac for anneal_lr), a grad-norm clip that clips
+    "all-features": dict(hp=dict(norm_adv=True, clip_vloss=True, ent_coef=0.02, anneal_clip=True, anneal_lr=True,
+                                 max_grad_norm=0.3, epochs=3, minibatch=8), frac=0.5),
+    # raw advantages, no grad clip, and early stopping on KL before hp.epochs
+    # (the mean KL passes 1.5 d_targ after epoch 5 of 6 for the categorical head, after epoch 2 for the Gaussian one)
+    "early-stop": dict(hp=dict(norm_adv=False, max_grad_norm=0.0, target_kl=0.025, epochs=6, minibatch=10), frac=1.0),
+}
+
+
+@pytest.mark.parametrize("case", PPO_CASES)
+@pytest.mark.parametrize("head_name", HEADS)
+def test_ppo_clip_update_equals_the_per_sample_min_of_the_notes(head_name, case):
+    hp = algos.Hyper(gamma=0.9, lam=0.8, **PPO_CASES[case]["hp"])
+    frac = PPO_CASES[case]["frac"]
+    lr_pi, lr_v = (0.02 * frac, 0.05 * frac) if hp.anneal_lr else (0.02, 0.05)
+    agent, tw = make_agent(head_name), Twin(head_name, lr_pi=lr_pi, lr_v=lr_v)
+    agent.opt_pi.lr, agent.opt_v.lr = lr_pi, lr_v  # as minipg.py anneals them
+    b = make_batch(agent)
+    info = algos.update_ppo(agent, b, hp, np.random.default_rng(10), frac)
+    theta, phi, ref_info, stats = ref_ppo(tw, b, hp, 10, frac, "clip", stop_kl=hp.target_kl)
+    assert stats["clipped"] > 0  # the min took the clipped term outside the range: no gradient from that sample
+    if case == "all-features":
+        assert stats["pessimistic"] > 0  # and the unclipped term outside the range, where it is the smaller
+        assert max(stats["norms"]) > hp.max_grad_norm  # the grad-norm clip clipped
+        assert stats["vclipped"] - stats["vclipped_inside"] > 0  # the clipped value loss won somewhere
+        assert stats["entropy_part"] > 1e-3
+        assert stats["eps"] < hp.clip_eps and stats["clipfrac_unannealed"] != ref_info["clipfrac"]  # annealing mattered
+    else:
+        assert 1 < stats["epochs"] < hp.epochs  # stopped early, but not at once
+    assert_same_update(agent, info, theta, phi, ref_info)
+
+
+@pytest.mark.parametrize("head_name", HEADS)
+def test_ppo_clipped_value_loss_inside_the_clip_range_keeps_the_value_gradient(head_name):
+    """With eps = 1e3 no clip can bind: max((V - R)^2, (V_old + clip(V - V_old, -eps, eps) - R)^2) = (V - R)^2, so
+    clip_vloss must change nothing. 8 epochs move V far enough from V_old (the rollout's values) for the round-off."""
+    hp = algos.Hyper(gamma=0.9, lam=0.8, epochs=8, minibatch=10, clip_eps=1e3, max_grad_norm=0.0, clip_vloss=True)
+    agent, tw = make_agent(head_name), Twin(head_name)
+    b = make_batch(agent)
+    info = algos.update_ppo(agent, b, hp, np.random.default_rng(12))
+    theta, phi, ref_info, stats = ref_ppo(tw, b, hp, 12, 1.0, "clip")
+    if not (stats["vclipped_inside"] > 0 and stats["vclipped"] == stats["vclipped_inside"]):
+        raise RuntimeError("the data no longer has a round-off tie inside the clip range, and no real clip")
+    assert_same_update(agent, info, theta, phi, ref_info)
+
+
+def ref_beta_rule(beta, kl, hp):
+    """001 §Method 1: beta <- beta + alpha (KL - d_targ) (kept >= 0) for hp.beta_rule = 'additive'; the PPO paper's
+    rule otherwise: beta * 2 if KL > 1.5 d_targ, beta / 2 if KL < d_targ / 1.5, else unchanged."""
+    if hp.beta_rule == "additive":
+        return max(0.0, beta + hp.beta_lr * (kl - hp.target_kl))
+    if kl > 1.5 * hp.target_kl:
+        return beta * 2
+    if kl < hp.target_kl / 1.5:
+        return beta / 2
+    return beta
+
+
+PENALTY_CASES = {  # name -> (Hyper fields, the beta carried by the agent from an earlier update, expected direction)
+    "ppo-rule-kl-above-1.5-dtarg": (dict(beta_rule="ppo", target_kl=1e-4), None, "up"),
+    "ppo-rule-kl-below-dtarg/1.5": (dict(beta_rule="ppo", target_kl=1.0), 0.3, "down"),
+    "additive-kl-above-dtarg": (dict(beta_rule="additive", target_kl=1e-4, beta_lr=10.0), None, "up"),
+    "additive-kl-below-dtarg": (dict(beta_rule="additive", target_kl=0.2, beta_lr=1.0), 0.4, "down"),
+    "additive-kept-at-0": (dict(beta_rule="additive", target_kl=1.0, beta_lr=10.0), 0.4, "to 0"),
+}
+
+
+@pytest.mark.parametrize("case", PENALTY_CASES)
+@pytest.mark.parametrize("head_name", HEADS)
+def test_ppo_penalty_update_and_its_beta_rule_equal_001_method_1(head_name, case):
+    fields, beta0, direction = PENALTY_CASES[case]
+    hp = algos.Hyper(gamma=0.9, lam=0.8, beta=0.7, epochs=2, minibatch=10, ent_coef=0.01, clip_vloss=True,
+                     max_grad_norm=0.5, **fields)
+    agent, tw = make_agent(head_name), Twin(head_name)
+    agent.beta = beta0  # None: a first update, which starts from hp.beta
+    b = make_batch(agent)
+    info = algos.update_ppo_penalty(agent, b, hp, np.random.default_rng(11))
+    beta = hp.beta if beta0 is None else beta0
+    theta, phi, ref_info, stats = ref_ppo(tw, b, hp, 11, 1.0, "penalty", beta=beta)
+    ref_info["beta"] = beta  # the beta this update used
+    new_beta = ref_beta_rule(beta, ref_info["kl"], hp)
+    assert {"up": new_beta > beta, "down": 0 < new_beta < beta, "to 0": new_beta == 0}[direction]
+    assert_same_update(agent, info, theta, phi, ref_info)
+    assert rel_err(agent.beta, new_beta) <= REL_TOL
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Unit tests: the line search and whole_episodes
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_line_search_rejects_a_step_whose_kl_is_too_big():
+    """KL = |theta|^2 and a surrogate that improves along the step: j = 0, 1 overshoot delta, j = 2 is accepted."""
+    f = lambda theta: (float(theta.sum()), float(theta @ theta))  # noqa: E731
+    theta_old, step = np.zeros(2), np.array([0.3, 0.4])  # |step|^2 = 0.25; 0.8^2 -> 0.16, 0.8^4 -> 0.1024
+    theta, j = algos.line_search(f, theta_old, step, max_kl=0.11, coef=0.8, iters=10)
+    assert j == 2 and np.array_equal(theta, theta_old + 0.8 ** 2 * step)
+
+
+def test_line_search_rejects_a_step_whose_surrogate_does_not_improve():
+    """KL = 0; L(theta) = -(theta - 0.3)^2 from theta_old = 0 along step 1: L(0.8^j) > L(0) only once 0.8^j < 0.6."""
+    f = lambda theta: (float(-(theta[0] - 0.3) ** 2), 0.0)  # noqa: E731
+    theta, j = algos.line_search(f, np.zeros(1), np.ones(1), max_kl=0.01, coef=0.8, iters=10)
+    assert j == 3 and np.array_equal(theta, np.array([0.8 ** 3]))
+
+
+def test_line_search_returns_theta_old_when_no_step_is_accepted():
+    """A surrogate that is flat (equal is not an improvement) or worse everywhere: theta_old, with j = iters."""
+    theta_old, step = np.array([0.5, -1.0]), np.array([1.0, -2.0])  # away from 0
+    for f in (lambda theta: (1.0, 0.0), lambda theta: (-float(theta @ theta), 0.0)):
+        theta, j = algos.line_search(f, theta_old, step, max_kl=0.01, coef=0.5, iters=7)
+        assert j == 7 and np.array_equal(theta, theta_old)
+
+
+WHOLE_EPISODE_PATTERNS = {  # done (T, E) as strings of 0/1 per env -> the last kept step per env (-1: none)
+    "two-episodes-and-a-tail": (["0010010000"], [5]),
+    "never-ends": (["0000000000"], [-1]),
+    "ends-at-the-first-step": (["1000000000"], [0]),
+    "ends-at-the-last-step": (["0000000001"], [9]),
+    "ends-every-step": (["1111111111"], [9]),
+    "four-envs": (["0100000000", "0000000000", "0001000010", "0000000001"], [1, -1, 8, 9]),
+}
+
+
+@pytest.mark.parametrize("pattern", WHOLE_EPISODE_PATTERNS)
+def test_whole_episodes_keeps_exactly_the_steps_of_finished_episodes(pattern):
+    envs, last = WHOLE_EPISODE_PATTERNS[pattern]
+    done = np.array([[c == "1" for c in env] for env in envs]).T  # (T, E)
+    expected = np.array([[t <= last[e] for e in range(len(envs))] for t in range(len(envs[0]))])
+    keep = algos.whole_episodes(done)
+    assert keep.dtype == bool and np.array_equal(keep, expected)
