@@ -1,4 +1,6 @@
-"""lab.py -- the variance lab: what the notes claim about the policy-gradient estimator, measured on a real task.
+"""lab.py -- the variance lab, and the pictures of runs (--plot).
+
+The variance lab: what the notes claim about the policy-gradient estimator, measured on a real task.
 
     python minipg.py --lab variance --env CartPole-v1      # tables on stdout, variance.png and kl_quadratic.png
 
@@ -19,6 +21,9 @@ fresh V_phi to R_hat_t and give the fixed baselines (mean and per-parameter opti
 from one (N, P) matrix of per-sample gradients (nets.per_sample_grads, numba). "(batch)" baselines are estimated
 from the batch itself, as algos.pg_estimate does, and so depend on its actions: an O(1/n) bias.
 """
+import csv
+import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -433,3 +438,73 @@ def plot_lab(out, out_dir):
     fig.savefig(os.path.join(out_dir, "kl_quadratic.png"), dpi=110)
     plt.close(fig)
     print(f"wrote {os.path.join(out_dir, 'variance.png')} and kl_quadratic.png")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tables and pictures of runs: the --seeds table, and python minipg.py --plot DIR [DIR ...]
+# ---------------------------------------------------------------------------------------------------------------
+
+def read_progress(run_dir):
+    """(steps, return_mean, "algo on env") of a run, checked: UsageError if its files are unreadable or damaged."""
+    try:
+        with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("return_mean")]
+        x, y = np.array([float(r["steps"]) for r in rows]), np.array([float(r["return_mean"]) for r in rows])
+        with open(os.path.join(run_dir, "config.json")) as f:
+            run = minipg.config_from(json.load(f))[0]
+    except (OSError, ValueError, KeyError, TypeError, csv.Error, minipg.UsageError) as e:
+        raise minipg.UsageError(f"{run_dir} is not a readable run ({type(e).__name__}: {e})".splitlines()[0])
+    if len(x) == 0 or not np.all(np.isfinite(y)) or np.any(np.diff(x) < 0):
+        raise minipg.UsageError(f"{run_dir}/progress.csv has no finished episodes to plot, or damaged rows")
+    return x, y, f"{run.algo} on {run.env}"
+
+
+def plot_runs(dirs, out):
+    """learning_curve.png: per run, its curve; per --seeds folder, the median and the min-max band of its seeds."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise minipg.UsageError("--plot needs matplotlib: pip install matplotlib")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    titles = set()
+    for d in dirs:
+        runs = [d] if os.path.isfile(os.path.join(d, "progress.csv")) else sorted(os.path.join(d, s) for s in (
+            os.listdir(d) if os.path.isdir(d) else []) if os.path.isfile(os.path.join(d, s, "progress.csv")))
+        if not runs:
+            raise minipg.UsageError(f"{d} holds no progress.csv (neither a run nor a --seeds folder of runs)")
+        curves = [read_progress(r) for r in runs]
+        grid = np.linspace(0, min(c[0][-1] for c in curves), 200)
+        ys = np.array([np.interp(grid, x, y) for x, y, _ in curves])  # (seeds, 200)
+        line, = ax.plot(grid, np.median(ys, 0), label=os.path.basename(os.path.normpath(d))
+                        + (f" (median of {len(runs)})" if len(runs) > 1 else ""))
+        if len(runs) > 1:
+            ax.fill_between(grid, ys.min(0), ys.max(0), alpha=0.2, color=line.get_color())
+        titles |= {c[2] for c in curves}
+    ax.set(title=", ".join(sorted(titles)) + ("  (line: median, band: min-max)" if ax.collections else ""),
+           xlabel="env steps", ylabel="mean return of the last 20 episodes")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    folder = out or (dirs[0] if len(dirs) == 1 else os.path.commonpath([os.path.abspath(d) for d in dirs]))
+    minipg.check_out(folder)
+    os.makedirs(folder, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(os.path.join(folder, "learning_curve.png"), dpi=120)
+    print(f"wrote {os.path.join(folder, 'learning_curve.png')}")
+    return 0
+
+
+def seeds_table(run, seeds, summaries):
+    """Markdown: median, min and max over the seeds of the final evaluation, the last-20 training return and, where
+    the env has a threshold, the steps to it."""
+    def row(name, xs):
+        xs = [x for x in xs if x is not None] or [math.nan]
+        return f"| {name} | {np.median(xs):.1f} | {min(xs):.1f} | {max(xs):.1f} |\n"
+    threshold, reach = summaries[0]["threshold"], [s["steps_to_threshold"] for s in summaries]
+    return (f"{run.algo} on {run.env}, seeds {', '.join(map(str, seeds))}\n\n| | median | min | max |\n"
+            + "|---|---|---|---|\n"
+            + row("final eval return", [s["eval_return_mean"] for s in summaries])
+            + row("train return, last 20 episodes", [s["train_return_last20"] for s in summaries])
+            + (row(f"steps to {threshold:g} ({sum(x is not None for x in reach)}/{len(reach)} reached)", reach)
+               if threshold is not None else f"\n{run.env} has no return threshold, so no steps to threshold.\n"))

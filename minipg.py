@@ -9,9 +9,9 @@
     python minipg.py --lab variance                      # the variance lab (lab.py)
     python minipg.py --algo trpo --help                  # every flag, with its symbol and the value it takes for trpo
 
-This is the only file, with lab.py, that touches gymnasium, the filesystem or the command line; the gradient
-maths is in nets.py and algos.py. The training state has one owner, the Trainer: its state() is what policy.npz
-holds, written by write_checkpoint and read, checked field by field, by read_checkpoint.
+This file and lab.py are the only ones that touch gymnasium, files or the command line; the gradient maths is in
+nets.py and algos.py. The training state has one owner, the Trainer: its state() is what policy.npz holds, written
+by write_checkpoint and read, checked field by field, by read_checkpoint.
 """
 import argparse
 import csv
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, asdict
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
 import algos  # noqa: E402
@@ -39,59 +40,53 @@ import nets  # noqa: E402
 
 
 class UsageError(Exception):
-    """Bad input (command line, a damaged file, a folder in use): one line on stderr, exit code 2."""
+    """Bad input (the command line, a damaged file, a folder in use): one line on stderr, exit code 2."""
 
 
 class RunError(Exception):
-    """Training could not go on (a NaN, a failed write): one line on stderr, exit code 1."""
+    """Training cannot go on (a NaN, a failed write): one line on stderr, exit code 1."""
 
 
-def _opt(default, doc, group="run", typ=None):
-    return field(default=default, metadata={"sym": "", "help": doc, "group": group, "type": typ})
+def _opt(default, doc, typ=None):
+    return field(default=default, metadata={"sym": "", "help": doc, "group": "run", "type": typ})
 
 
 @dataclass
 class Run:
     """What to run, where, and for how long. Every field is a flag (--num-envs, ...)."""
     algo: str = _opt("ppo", "algorithm: " + " | ".join(algos.UPDATES))
-    env: str = _opt("CartPole-v1", "gymnasium env id (Box observations; Discrete or 1-D Box actions); "
-                                   "module:EnvId imports module first")
+    env: str = _opt("CartPole-v1", "gymnasium env id (Box observations; Discrete or 1-D Box actions), or module:EnvId")
     steps: int = _opt(100_000, "total env steps; the run has steps // (num_envs * num_steps) iterations")
     seed: int = _opt(0, "random seed, >= 0 (one np.random.Generator per run; env i is seeded seed + i)")
     num_envs: int = _opt(8, "E, parallel envs")
     num_steps: int = _opt(32, "T, steps per env per batch; the batch is E*T")
-    vec: str = _opt("sync", "sync (minipg.SyncEnvs: the envs in a plain loop) | async (gymnasium's AsyncVectorEnv: "
-                            "one process per env)")
+    vec: str = _opt("sync", "sync (SyncEnvs: the envs in a plain loop) | async (AsyncVectorEnv: a process per env)")
     hidden: str = _opt("64,64", "hidden layer sizes, comma-separated")
     activation: str = _opt("tanh", "tanh | relu")
     dtype: str = _opt("float32", "float32 | float64 for training (float32 is faster, bench/; the tests use float64)")
     init_log_std: float = _opt(0.0, "initial log σ of a Gaussian policy")
     norm_obs: str = _opt("auto", "observation normalisation by running mean/std: on | off | auto (on for Box actions)")
     obs_clip: float = _opt(10.0, "clip normalised observations to ±this, > 0")
-    norm_reward: str = _opt("auto", "scale rewards by the running std of the discounted return: on | off | auto "
-                                    "(on for Box actions)")
+    norm_reward: str = _opt("auto", "reward / running std of the discounted return: on | off | auto (on: Box actions)")
     out: str = _opt("", "output folder (default runs/<env>-<algo>-s<seed>-<timestamp>/)")
     eval_episodes: int = _opt(10, "deterministic evaluation episodes at the end, >= 1 (alias --episodes)")
-    target: float = _opt(None, "return threshold for steps_to_threshold (default: the env's reward_threshold, "
-                               "if it has one)", typ=float)
-    save_every_s: float = _opt(30.0, "write policy.npz at most every this many seconds, and at the end (0 = every "
-                                     "iteration)")
+    target: float = _opt(None, "return threshold for steps_to_threshold (None: the env's reward_threshold)", float)
+    save_every_s: float = _opt(30.0, "write policy.npz every this many seconds and at the end (0: every iteration)")
     log_every: int = _opt(0, "print a progress line every this many iterations (0: about 40 lines per run)")
     preset: str = _opt("", "named hyperparameter set, applied before your flags: mujoco | pendulum")
 
 
-# Defaults per algorithm (applied before --preset and your flags). They solve CartPole-v1.
+# Defaults per algorithm, applied before --preset and your flags; they solve CartPole-v1. PPO: rl-zoo's tuned
+# CartPole PPO, 8 envs x 32 steps, 20 epochs of minibatch 256, the learning rate (and for PPO-Clip the clip) annealed.
+_PPO = dict(steps=100_000, num_envs=8, num_steps=32, minibatch=256, epochs=20, gamma=0.98, lam=0.8, lr_pi=1e-3,
+            anneal_lr=True)
+_TRPO = dict(steps=100_000, num_envs=2, num_steps=512, lam=0.98, cg_damping=1e-3, max_kl=0.01, v_iters=20,
+             v_minibatch=512)
 ALGO_DEFAULTS = {
-    # rl-zoo's tuned CartPole PPO: 8 envs x 32 steps, 20 epochs of minibatch 256, lr and clip annealed
-    "ppo": dict(steps=100_000, num_envs=8, num_steps=32, minibatch=256, epochs=20, gamma=0.98, lam=0.8,
-                lr_pi=1e-3, anneal_lr=True, anneal_clip=True),
+    "ppo": dict(_PPO, anneal_clip=True),
     # PPO-Penalty on PPO's batch; d_targ 0.02 (the PPO paper's 0.01 took a median 52k steps to 475 here, 0.02 36k)
-    "ppo-penalty": dict(steps=100_000, num_envs=8, num_steps=32, minibatch=256, epochs=20, gamma=0.98, lam=0.8,
-                        lr_pi=1e-3, anneal_lr=True, target_kl=0.02, beta=1.0),
-    "trpo": dict(steps=100_000, num_envs=2, num_steps=512, lam=0.98, cg_damping=1e-3, max_kl=0.01,
-                 v_iters=20, v_minibatch=512),
-    "npg": dict(steps=100_000, num_envs=2, num_steps=512, lam=0.98, cg_damping=1e-3, max_kl=0.01,
-                v_iters=20, v_minibatch=512),
+    "ppo-penalty": dict(_PPO, target_kl=0.02, beta=1.0),
+    "trpo": _TRPO, "npg": _TRPO,
     "vpg": dict(steps=300_000, num_envs=4, num_steps=500, lr_pi=3e-3, v_iters=20, v_minibatch=256),
     "a2c": dict(steps=300_000, num_envs=8, num_steps=5, lam=1.0, optimiser="rmsprop", lr_pi=7e-4, norm_adv=False),
     "reinforce": dict(steps=500_000, num_envs=4, num_steps=1000, lr_pi=1e-2, v_iters=20, v_minibatch=256),
@@ -105,8 +100,8 @@ PRESETS = {
     # zoo values (delta 0.04, CG damping 0.1, 20 critic epochs of minibatch 128 at lr 1e-3).
     "mujoco": dict(env="HalfCheetah-v5", num_envs=1, num_steps=2048, minibatch=64, epochs=10, lr_pi=3e-4, lr_v=1e-3,
                    anneal_lr=True, anneal_clip=False, gamma=0.99, lam=0.95, max_grad_norm=0.5, init_log_std=-1.0,
-                   norm_obs="on", norm_reward="on", steps=1_000_000,
-                   max_kl=0.04, cg_damping=0.1, cg_iters=15, v_iters=20, v_minibatch=128),
+                   norm_obs="on", norm_reward="on", steps=1_000_000, max_kl=0.04, cg_damping=0.1, cg_iters=15,
+                   v_iters=20, v_minibatch=128),
     # rl-zoo's Pendulum PPO without gSDE: 4 envs x 1024, 10 epochs of 64, gamma 0.9
     # (no normalisation, as in the zoo: with it the final evaluation was -740 at 100k, without it -159; bench/)
     "pendulum": dict(env="Pendulum-v1", num_envs=4, num_steps=1024, minibatch=64, epochs=10, gamma=0.9, lam=0.95,
@@ -120,7 +115,7 @@ PROGRESS_COLUMNS = ("iter", "steps", "episodes", "return_mean", "return_std", "l
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Command line, generated from the dataclasses
+# The command line, generated from the dataclasses, and the checks of a config
 # ---------------------------------------------------------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
@@ -136,23 +131,29 @@ def _type(f):
     return f.metadata.get("type") or type(f.default)
 
 
-# flags that pick what to do, not how to train; they are not saved with a run
-MODES = ("eval", "video", "render", "plot", "resume", "lab", "seeds", "jobs", "overwrite")
+# Flags that pick what to do, not how to train; they are not saved with a run.
+MODES = {
+    "seeds": (dict(metavar="SEEDS"), "seeds like 0-3 or 0,3,7: a run each in ROOT/s<seed> (ROOT: --out), --jobs at "
+              "a time, then a median/min/max table in ROOT/seeds.json and ROOT/seeds.md"),
+    "jobs": (dict(type=int, metavar="N"), f"with --seeds: runs at once (default: {os.cpu_count()}, the cores)"),
+    "overwrite": (dict(action="store_true"), "replace a finished or interrupted run in --out (else minipg refuses)"),
+    "eval": (dict(metavar="POLICY.npz"), "evaluate a saved policy with its saved normalisation (--episodes, --seed)"),
+    "video": (dict(metavar="DIR"), "with --eval: record videos to DIR (needs moviepy)"),
+    "render": (dict(action="store_true"), "with --eval: show a window (needs pygame)"),
+    "plot": (dict(nargs="+", metavar="DIR"), "learning_curve.png of runs or --seeds folders, written to --out if "
+             "given, else into DIR (one) or the folder that holds them (several)"),
+    "resume": (dict(metavar="DIR"), "continue the run in DIR from its last checkpoint; --steps N extends it to N"),
+    "lab": (dict(choices=["variance"]), "the variance lab (lab.py) on --env: tables and pictures in --out"),
+}
 GROUP_TITLES = {"run": "what to run (minipg.Run)", "common": "every algorithm (algos.Hyper)",
-                "ppo": "ppo and ppo-penalty", "ppo-penalty": "ppo-penalty only", "trpo": "npg and trpo",
-                "reinforce": "reinforce"}
+                "ppo": "ppo and ppo-penalty", "ppo-penalty": "ppo-penalty only", "trpo": "npg and trpo"}
 
 
 def parse_args(argv):
     """argv -> (the config flags given, the mode flags). --help shows the defaults of the --algo and --preset given."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--algo", default="ppo"), pre.add_argument("--preset", default="")
-    known = pre.parse_known_args(argv)[0]
-    given = vars(build_parser(known.algo, known.preset).parse_args(argv))
-    return {k: v for k, v in given.items() if k not in MODES}, {k: given.get(k) for k in MODES}
-
-
-def build_parser(algo="ppo", preset=""):
+    algo, preset = pre.parse_known_args(argv)[0].__dict__.values()
     algo, preset = (algo if algo in ALGO_DEFAULTS else "ppo"), (preset if preset in PRESETS else "")
     shown = {**asdict(Run()), **asdict(algos.Hyper()), **ALGO_DEFAULTS[algo], **PRESETS.get(preset, {})}
     p = _Parser(prog="minipg.py", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -161,69 +162,47 @@ def build_parser(algo="ppo", preset=""):
                 epilog="Per-algorithm defaults:\n" + "\n".join(f"  {a}: {d}" for a, d in ALGO_DEFAULTS.items())
                 + "\nPresets:\n" + "\n".join(f"  {a}: {d}" for a, d in PRESETS.items()))
     groups = {}
-    for cls in (Run, algos.Hyper):
-        for f in dataclasses.fields(cls):
-            g = f.metadata["group"]
-            if g not in groups:
-                groups[g] = p.add_argument_group(GROUP_TITLES.get(g, f"{g} options"))
-            sym = f.metadata["sym"]
-            doc = (f"{sym}: " if sym else "") + f.metadata["help"].replace("%", "%%") + f" (default: {shown[f.name]})"
-            names = [_flag(f.name)] + (["--episodes"] if f.name == "eval_episodes" else [])
-            if _type(f) is bool:
-                groups[g].add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
-                                       default=argparse.SUPPRESS, help=doc)
-            else:
-                groups[g].add_argument(*names, dest=f.name, type=_type(f), default=argparse.SUPPRESS, help=doc,
-                                       metavar=f.name.upper())
+    for f in dataclasses.fields(Run) + dataclasses.fields(algos.Hyper):
+        g = f.metadata["group"]
+        groups[g] = groups.get(g) or p.add_argument_group(GROUP_TITLES.get(g, g))
+        sym, doc = f.metadata["sym"], f"{f.metadata['help']} (default: {shown[f.name]})"
+        doc = f"{sym}: {doc}" if sym else doc
+        kind = dict(action=argparse.BooleanOptionalAction) if _type(f) is bool else dict(type=_type(f),
+                                                                                          metavar=f.name.upper())
+        names = [_flag(f.name)] + (["--episodes"] if f.name == "eval_episodes" else [])
+        groups[g].add_argument(*names, dest=f.name, default=argparse.SUPPRESS, help=doc, **kind)
     m = p.add_argument_group("modes (instead of one training run)")
-    m.add_argument("--seeds", metavar="SEEDS", help="several seeds, e.g. 0-3 or 0,3,7: one run each in ROOT/s<seed>/, "
-                   "--jobs at a time, then a median/min/max table (ROOT/seeds.json, ROOT/seeds.md); ROOT is --out")
-    m.add_argument("--jobs", type=int, metavar="N", help=f"with --seeds: runs at once (default: {os.cpu_count()}, "
-                   "the number of cores)")
-    m.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds a finished or "
-                   "interrupted run, replacing its files (without this flag minipg refuses)")
-    m.add_argument("--eval", metavar="POLICY.npz", help="evaluate a saved policy with its saved normalisation "
-                   "(--episodes, --seed, --env to check)")
-    m.add_argument("--video", metavar="DIR", help="with --eval: record videos to DIR (needs moviepy)")
-    m.add_argument("--render", action="store_true", help="with --eval: show a window (needs pygame)")
-    m.add_argument("--plot", nargs="+", metavar="DIR", help="learning_curve.png of these runs or --seeds folders, "
-                   "written to --out if given, else into DIR (one) or the folder that holds them (several)")
-    m.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint; with --steps N, "
-                   "extend it to N steps")
-    m.add_argument("--lab", choices=["variance"], help="measure the notes' claims about the gradient estimator on "
-                   "--env (lab.py: tables, variance.png and kl_quadratic.png in --out); about a minute on CartPole")
-    return p
+    for name, (kw, doc) in MODES.items():
+        m.add_argument(_flag(name), help=doc, **kw)
+    given = vars(p.parse_args(argv))
+    return {k: v for k, v in given.items() if k not in MODES}, {k: given.get(k) for k in MODES}
 
 
 def resolve(given):
     """Defaults <- the algorithm's defaults <- --preset <- flags given. Returns (Run, Hyper), checked."""
     algo, preset = given.get("algo", Run.algo), given.get("preset", "")
-    if algo not in algos.UPDATES:
-        raise UsageError(f"unknown --algo {algo!r}; choose one of {', '.join(algos.UPDATES)}")
-    if preset and preset not in PRESETS:
-        raise UsageError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    for name, value, known in (("algo", algo, tuple(algos.UPDATES)), ("preset", preset, ("", *PRESETS))):
+        if value not in known:
+            raise UsageError(f"unknown --{name} {value!r}; choose one of {', '.join(k for k in known if k)}")
     values = {**ALGO_DEFAULTS[algo], **PRESETS.get(preset, {}), **given}
-    names = {f.name for f in dataclasses.fields(Run)}
-    run = Run(**{k: v for k, v in values.items() if k in names})
-    hp = algos.Hyper(**{k: v for k, v in values.items() if k not in names})
+    names = [f.name for f in dataclasses.fields(Run)]
+    run, hp = Run(**{k: v for k, v in values.items() if k in names}), algos.Hyper(
+        **{k: v for k, v in values.items() if k not in names})
     validate(run, hp)
     return run, hp
 
 
 def parse_hidden(text):
-    try:
-        sizes = tuple(int(s) for s in text.split(","))
-    except ValueError:
-        sizes = ()
-    if not sizes or min(sizes) < 1:
+    sizes = tuple(int(s) if s.strip().isdigit() else 0 for s in text.split(","))
+    if min(sizes) < 1:
         raise UsageError(f"--hidden must be positive layer sizes like 64,64, got {text!r}")
     return sizes
 
 
 def parse_seeds(text):
+    lo, _, hi = text.partition("-")
     try:
-        lo, hi = (int(s) for s in text.split("-")) if "-" in text else (None, None)
-        seeds = list(range(lo, hi + 1)) if lo is not None else [int(s) for s in text.split(",")]
+        seeds = list(range(int(lo), int(hi) + 1)) if hi else [int(s) for s in text.split(",")]
     except ValueError:
         seeds = []
     if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
@@ -234,34 +213,29 @@ def parse_seeds(text):
 CHOICES = {"algo": tuple(algos.UPDATES), "phi": ("return", "rtg"), "baseline": ("none", "mean", "optimal", "v"),
            "beta_rule": ("ppo", "additive"), "optimiser": tuple(nets.OPTIMISERS), "activation": nets.ACTIVATIONS,
            "vec": ("sync", "async"), "dtype": ("float32", "float64"), "norm_obs": ("on", "off", "auto"),
-           "norm_reward": ("on", "off", "auto"), "preset": ("",) + tuple(PRESETS)}
+           "norm_reward": ("on", "off", "auto"), "preset": ("", *PRESETS)}
 
 
 def validate(run, hp):
     """Every value of a config, as the command line or a saved run gives it; raises UsageError naming the flag."""
-    v = {**asdict(run), **asdict(hp)}
-    batch = run.num_envs * run.num_steps
+    v, batch = {**asdict(run), **asdict(hp)}, run.num_envs * run.num_steps
     checks = [
-        *[(f"--{k.replace('_', '-')} must be one of {', '.join(c)}", v[k] in c) for k, c in CHOICES.items()],
-        *[(f"{_flag(k)} must be a finite number, got {x}", x is None or math.isfinite(x))
-          for k, x in v.items() if isinstance(x, float)],
+        *[(f"{_flag(k)} must be one of {', '.join(c)}", v[k] in c) for k, c in CHOICES.items()],
+        *[(f"{_flag(k)} must be a finite number, got {x}", math.isfinite(x)) for k, x in v.items() if type(x) is float],
+        *[(f"{_flag(k)} must be > 0", v[k] > 0) for k in ("lr_pi", "lr_v", "adam_eps", "beta_lr", "clip_eps", "max_kl",
+                                                          "obs_clip")],
+        *[(f"{_flag(k)} must be >= 0", v[k] >= 0) for k in ("max_grad_norm", "ent_coef", "vf_coef", "target_kl",
+                                                            "beta", "cg_damping", "v_iters", "seed", "save_every_s",
+                                                            "log_every")],
+        *[(f"{_flag(k)} must be >= 1", v[k] >= 1) for k in ("epochs", "minibatch", "v_minibatch", "cg_iters",
+                                                            "backtrack_iters", "num_envs", "num_steps")],
         ("--gamma must be in (0, 1]", 0 < hp.gamma <= 1), ("--lam must be in [0, 1]", 0 <= hp.lam <= 1),
-        ("--lr-pi, --lr-v, --adam-eps and --beta-lr must be > 0", min(hp.lr_pi, hp.lr_v, hp.adam_eps, hp.beta_lr) > 0),
-        ("--clip-eps must be > 0", hp.clip_eps > 0), ("--max-kl must be > 0", hp.max_kl > 0),
         ("--backtrack-coef must be in (0, 1)", 0 < hp.backtrack_coef < 1),
-        ("--max-grad-norm, --ent-coef, --vf-coef, --target-kl, --beta and --cg-damping must be >= 0",
-         min(hp.max_grad_norm, hp.ent_coef, hp.vf_coef, hp.target_kl, hp.beta, hp.cg_damping) >= 0),
         ("--target-kl must be > 0 for ppo-penalty", hp.target_kl > 0 or run.algo != "ppo-penalty"),
-        ("--epochs, --minibatch, --v-minibatch, --cg-iters and --backtrack-iters must be >= 1",
-         min(hp.epochs, hp.minibatch, hp.v_minibatch, hp.cg_iters, hp.backtrack_iters) >= 1),
-        ("--v-iters must be >= 0", hp.v_iters >= 0),
-        ("--seed must be >= 0", run.seed >= 0), ("--num-envs and --num-steps must be >= 1", min(run.num_envs, run.num_steps) >= 1),
         (f"--steps {run.steps} is smaller than one batch (num_envs*num_steps = {batch})", run.steps >= batch),
-        (f"--minibatch {hp.minibatch} is larger than the batch (num_envs*num_steps = {batch})",
-         hp.minibatch <= batch or not run.algo.startswith("ppo")),
+        (f"--minibatch {hp.minibatch} is larger than the batch ({batch})",
+         hp.minibatch <= batch or "ppo" not in run.algo),
         ("--episodes (--eval-episodes) must be >= 1", run.eval_episodes >= 1),
-        ("--save-every-s and --log-every must be >= 0", run.save_every_s >= 0 and run.log_every >= 0),
-        ("--obs-clip must be > 0", run.obs_clip > 0),
     ]
     for message, ok in checks:
         if not ok:
@@ -277,29 +251,26 @@ def config_from(cfg):
     for key, cls in (("run", Run), ("hyper", algos.Hyper)):
         fields, got = {f.name: f for f in dataclasses.fields(cls)}, cfg[key]
         if not isinstance(got, dict) or set(got) != set(fields):
-            odd = sorted(set(got) ^ set(fields)) if isinstance(got, dict) else "all"
-            raise UsageError(f"config.{key} has missing or unknown fields: {odd}")
-        for name, f in fields.items():
+            raise UsageError(f"config.{key} has missing or unknown fields: "
+                             f"{sorted(set(got) ^ set(fields)) if isinstance(got, dict) else 'all'}")
+        for name, f in fields.items():  # a float may be written as an int; a bool is never a number here
             x, t = got[name], _type(f)
-            ok = (isinstance(x, bool) if t is bool else isinstance(x, str) if t is str else
-                  isinstance(x, int) and not isinstance(x, bool) if t is int else
-                  (x is None and f.default is None) or isinstance(x, (int, float)) and not isinstance(x, bool))
-            if not ok:
+            if not (isinstance(x, (int, float) if t is float else t) and (t is bool) == isinstance(x, bool)
+                    or x is None is f.default):
                 raise UsageError(f"config.{key}.{name} must be a {t.__name__}, got {x!r}")
-        made.append(cls(**{k: (float(x) if _type(fields[k]) is float and x is not None else x) for k, x in got.items()}))
+        made.append(cls(**{k: float(x) if _type(fields[k]) is float and x is not None else x for k, x in got.items()}))
     validate(*made)
     return tuple(made)
 
 
 def check_out(path):
     """--out must be a folder or not exist yet, and not lie under a file."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UsageError(f"--out {path} is a file, not a folder")
-    parent = os.path.dirname(os.path.abspath(path))
+    parent = os.path.abspath(path)
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        raise UsageError(f"--out {path} lies under {parent}, which is a file")
+        raise UsageError(f"--out {path} is a file, not a folder" if parent == os.path.abspath(path) else
+                         f"--out {path} lies under {parent}, which is a file")
 
 
 def run_folder(run, seeds=False):
@@ -312,15 +283,9 @@ def run_folder(run, seeds=False):
 # Environments
 # ---------------------------------------------------------------------------------------------------------------
 
-def _gym():
-    import gymnasium
-    return gymnasium
-
-
 def check_env_id(env_id):
     """Unknown ids get a one-line error with close names. 'module:EnvId' imports module first (it registers EnvId),
-    as gymnasium.make does, so your own envs work from the command line."""
-    gym = _gym()
+    as gymnasium.make does, so your own envs work from the command line. Returns the id without the module."""
     if ":" in env_id:
         module, env_id = env_id.split(":", 1)
         try:
@@ -329,27 +294,23 @@ def check_env_id(env_id):
             raise UsageError(f"cannot import {module!r} for env {env_id!r}: {e}")
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
-        hint = f"; did you mean {' or '.join(close)}?" if close else "; see gymnasium.registry for the ids"
-        raise UsageError(f"unknown env id {env_id!r}{hint}")
+        raise UsageError(f"unknown env id {env_id!r}" + (f"; did you mean {' or '.join(close)}?" if close else ""))
     return env_id
 
 
 def make_env(env_id, render_mode=None):
-    gym = _gym()
     env_id = check_env_id(env_id)
     try:
         env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
     except gym.error.DependencyNotInstalled as e:
-        raise UsageError(f"{env_id} needs an optional extra: {str(e).splitlines()[0]}"
-                         + (' (pip install "gymnasium[mujoco]")' if "mujoco" in str(e).lower() else ""))
+        raise UsageError(f"{env_id} needs an optional extra: {str(e).splitlines()[0]}")
     o, a = env.observation_space, env.action_space
-    problem = (f"a {type(o).__name__} observation space; minipg needs a Box" if not isinstance(o, gym.spaces.Box) else
-               f"a {type(a).__name__} action space; minipg needs Discrete or a 1-D Box"
-               if not isinstance(a, gym.spaces.Discrete) and not (isinstance(a, gym.spaces.Box) and len(a.shape) == 1)
-               else None)
-    if problem:
-        env.close()
-        raise UsageError(f"{env_id} has {problem}")
+    for ok, space, need in ((isinstance(o, gym.spaces.Box), o, "observation space; minipg needs a Box"),
+                            (isinstance(a, (gym.spaces.Discrete, gym.spaces.Box)) and len(a.shape) <= 1,
+                             a, "action space; minipg needs Discrete or a 1-D Box")):
+        if not ok:
+            env.close()
+            raise UsageError(f"{env_id} has a {type(space).__name__} {need}")
     return env if len(o.shape) == 1 else gym.wrappers.FlattenObservation(env)
 
 
@@ -358,11 +319,10 @@ class Spaces:
     the policy head, and how a sampled action goes into the env."""
 
     def __init__(self, obs_space, act_space):
-        self.obs_dim = int(np.prod(obs_space.shape))
-        self.discrete = isinstance(act_space, _gym().spaces.Discrete)
+        self.obs_dim, self.discrete = int(np.prod(obs_space.shape)), isinstance(act_space, gym.spaces.Discrete)
         self.n_act = int(act_space.n) if self.discrete else int(act_space.shape[0])
-        self.start = int(act_space.start) if self.discrete else 0
-        self.low, self.high = (None, None) if self.discrete else (act_space.low, act_space.high)
+        self.start, self.low, self.high = (int(act_space.start), None, None) if self.discrete else \
+            (0, act_space.low, act_space.high)
 
     def head(self):
         return nets.Categorical(self.n_act) if self.discrete else nets.DiagGaussian(self.n_act)
@@ -385,7 +345,6 @@ def make_envs(env_id, n, vec="sync"):
     """E copies of the env as one vector env with SAME_STEP autoreset: on the step an episode ends, the env
     resets at once and info['final_obs'][i] holds its true last observation (for bootstrapping truncations).
     'sync' is SyncEnvs below; 'async' is gymnasium's AsyncVectorEnv (one process per env)."""
-    gym = _gym()
     if vec == "async":
         return gym.vector.AsyncVectorEnv([lambda: make_env(env_id) for _ in range(n)],
                                          autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
@@ -402,8 +361,7 @@ class SyncEnvs:
         self.single_observation_space, self.single_action_space = envs[0].observation_space, envs[0].action_space
 
     def reset(self, seed=None):
-        obs = [e.reset(seed=None if seed is None else seed + i)[0] for i, e in enumerate(self.envs)]
-        return np.stack(obs), {}
+        return np.stack([e.reset(seed=None if seed is None else seed + i)[0] for i, e in enumerate(self.envs)]), {}
 
     def step(self, actions):
         """actions (E,) ints or (E, A) -> obs (E, obs_dim), rew, terminated, truncated (E,), {'final_obs': {i: obs}}."""
@@ -474,13 +432,17 @@ class Normaliser:
 
     def load(self, s):
         for name, rms in (("obs", self.obs_rms), ("ret", self.ret_rms)):
-            rms.mean, rms.var, rms.count = s[f"{name}_mean"].copy(), s[f"{name}_var"].copy(), float(s[f"{name}_count"])
-        self.ret_rms.mean, self.ret_rms.var = float(self.ret_rms.mean), float(self.ret_rms.var)
+            rms.mean, rms.var, rms.count = (s[f"{name}_{k}"].copy() for k in ("mean", "var", "count"))
+            rms.count = float(rms.count)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The training state, with one owner
 # ---------------------------------------------------------------------------------------------------------------
+
+LEAST = {"opt_pi_v": 0, "opt_v_v": 0, "opt_pi_t": 0, "opt_v_t": 0, "beta": 0, "norm_obs_var": 0, "norm_ret_var": 0,
+         "norm_obs_count": 1e-4, "norm_ret_count": 1e-4, "iteration": 0, "seconds": 0}  # least values in a state
+
 
 class Trainer:
     """Everything that must survive an interrupt, and the one-iteration step that changes it:
@@ -493,28 +455,17 @@ class Trainer:
     (seeded by the iteration, so a resume is reproducible) and unfinished episodes are dropped."""
 
     def __init__(self, run, hp, spaces=None):
-        spaces = spaces or spaces_of(run.env)
-        self.run, self.hp, self.spaces, self.update = run, hp, spaces, algos.UPDATES[run.algo]
-        self.rng = np.random.default_rng(run.seed)
-        self.agent = nets.Agent(spaces.obs_dim, spaces.head(), parse_hidden(run.hidden), run.activation, self.rng,
+        self.run, self.hp, self.spaces = run, hp, spaces or spaces_of(run.env)
+        self.update, self.rng, sp = algos.UPDATES[run.algo], np.random.default_rng(run.seed), self.spaces
+        self.agent = nets.Agent(sp.obs_dim, sp.head(), parse_hidden(run.hidden), run.activation, self.rng,
                                 hp.optimiser, hp.lr_pi, hp.lr_v, hp.adam_eps, run.init_log_std, run.dtype)
-        box = not spaces.discrete
-        self.norm = Normaliser(spaces.obs_dim, run.num_envs, *[(s == "on") or (s == "auto" and box) for s in
-                                                               (run.norm_obs, run.norm_reward)], run.obs_clip, hp.gamma)
-        self.it, self.episodes, self.envs = 0, [], None
-        self.seconds = {"wall_s": 0.0, "rollout_s": 0.0, "update_s": 0.0}
+        on = [s == "on" or s == "auto" and not sp.discrete for s in (run.norm_obs, run.norm_reward)]
+        self.norm = Normaliser(sp.obs_dim, run.num_envs, *on, run.obs_clip, hp.gamma)
+        self.it, self.episodes, self.envs, self.seconds = 0, [], None, dict(wall_s=0.0, rollout_s=0.0, update_s=0.0)
 
-    @property
-    def batch(self):
-        return self.run.num_envs * self.run.num_steps
-
-    @property
-    def iters(self):
-        return self.run.steps // self.batch
-
-    @property
-    def steps(self):
-        return self.it * self.batch
+    batch = property(lambda self: self.run.num_envs * self.run.num_steps)
+    iters = property(lambda self: self.run.steps // self.batch)
+    steps = property(lambda self: self.it * self.batch)
 
     def start(self):
         """Open the envs and begin an episode in each."""
@@ -530,7 +481,7 @@ class Trainer:
     def close(self):
         if self.envs is not None:
             self.envs.close()
-            self.envs = None
+        self.envs = None
 
     def iteration(self):
         """One whole iteration: anneal, collect a batch, update, check for NaN. Returns the update's info."""
@@ -586,53 +537,38 @@ class Trainer:
         """The training state as named arrays (copies): what policy.npz holds besides the config and the spaces."""
         a = self.agent
         return {"theta_pi": a.pi.theta, "theta_v": a.v.theta.copy(),
-                **{f"opt_{n}_{k}": np.array(x) for n, o in (("pi", a.opt_pi), ("v", a.opt_v)) for k, x in o.state().items()},
+                **{f"opt_{n}_{k}": np.array(x) for n, o in (("pi", a.opt_pi), ("v", a.opt_v))
+                   for k, x in o.state().items()},
                 "beta": np.array(self.hp.beta if a.beta is None else a.beta, np.float64),
                 **{f"norm_{k}": x for k, x in self.norm.state().items()},
                 "episodes": np.array(self.episodes, np.float64).reshape(-1, 3), "iteration": np.array(self.it),
                 "seconds": np.array(list(self.seconds.values())),
                 "rng_state": np.array(json.dumps(self.rng.bit_generator.state))}
 
-    def spec(self):
-        """name -> (dtype, shape, least value) of every array of state(); None: any shape along that axis."""
-        P, Q, O, dt = self.agent.pi.n_params, self.agent.v.theta.size, self.spaces.obs_dim, self.run.dtype
-        f64, inf = "float64", -math.inf
-        return {"theta_pi": (dt, (P,), inf), "theta_v": (dt, (Q,), inf),
-                "opt_pi_m": (dt, (P,), inf), "opt_pi_v": (dt, (P,), 0), "opt_pi_t": ("int", (), 0),
-                "opt_v_m": (dt, (Q,), inf), "opt_v_v": (dt, (Q,), 0), "opt_v_t": ("int", (), 0),
-                "beta": (f64, (), 0), "norm_obs_mean": (f64, (O,), inf), "norm_obs_var": (f64, (O,), 0),
-                "norm_obs_count": (f64, (), 1e-4), "norm_ret_mean": (f64, (), inf), "norm_ret_var": (f64, (), 0),
-                "norm_ret_count": (f64, (), 1e-4), "episodes": (f64, (None, 3), inf), "iteration": ("int", (), 0),
-                "seconds": (f64, (3,), 0), "rng_state": ("str", (), None)}
-
     def check(self, s):
-        """Raise UsageError naming the first array of s that is missing, unknown, of the wrong dtype or shape, not
-        finite, or out of range, before any of it is used."""
-        spec = self.spec()
-        odd = sorted(set(spec) ^ set(s))
+        """Raise UsageError naming the first array of s that is missing, unknown, of another dtype or shape than a
+        fresh trainer's state() has, not finite, or out of range, before any of it is used."""
+        own = self.state()
+        odd = sorted(set(own) ^ set(s))
         if odd:
-            raise UsageError(f"{'missing' if odd[0] in spec else 'unknown'} array {odd[0]!r}")
-        for name, (dt, shape, least) in spec.items():
-            x = s[name]
-            kind_ok = x.dtype.kind in "iu" if dt == "int" else x.dtype.kind == "U" if dt == "str" else x.dtype == dt
-            if not kind_ok or x.ndim != len(shape) or any(n not in (None, m) for n, m in zip(shape, x.shape)):
-                raise UsageError(f"{name} must be {dt} of shape {tuple('n' if n is None else n for n in shape)}, "
-                                 f"got {x.dtype} of shape {x.shape}")
-            if least is not None and not (np.all(np.isfinite(x)) and np.all(x >= least)):
-                raise UsageError(f"{name} must be finite" + (f" and >= {least:g}" if least > -math.inf else ""))
+            raise UsageError(f"{'missing' if odd[0] in own else 'unknown'} array {odd[0]!r}")
+        for name, want in own.items():
+            x, skip = s[name], name == "episodes"  # any number of episodes
+            if (x.dtype.kind != "U" if want.dtype.kind == "U" else x.dtype != want.dtype) or x.ndim != want.ndim \
+                    or x.shape[skip:] != want.shape[skip:]:
+                raise UsageError(f"{name} must be {want.dtype} of shape {want.shape}, got {x.dtype} of shape {x.shape}")
+            if want.dtype.kind != "U" and not (np.all(np.isfinite(x)) and np.all(x >= LEAST.get(name, -np.inf))):
+                raise UsageError(f"{name} must be finite" + (f" and >= {LEAST[name]:g}" if name in LEAST else ""))
         it, ep = int(s["iteration"]), s["episodes"]
         if it > self.iters:
-            raise UsageError(f"iteration {it} is past the run's {self.iters} iterations")
-        if len(ep) and (np.any(ep[:, [0, 2]] % 1) or np.any(np.diff(ep[:, 0]) < 0) or ep[0, 0] < 1
-                        or ep[-1, 0] > it * self.batch or np.any(ep[:, 2] < 1)):
-            raise UsageError("episodes must be rows (env step, return, length) with whole, increasing steps up to "
-                             f"the checkpoint's {it * self.batch} and lengths >= 1")
+            raise UsageError(f"iteration {it} is past the run's {self.iters}")
+        if len(ep) and (np.any(ep[:, [0, 2]] % 1) or np.any(np.diff(ep[:, 0]) < 0) or np.any(ep[:, [0, 2]] < 1)
+                        or ep[-1, 0] > it * self.batch):
+            raise UsageError(f"episodes must be (step, return, length) rows, steps whole, rising to {self.batch * it}")
         try:
-            state = json.loads(str(s["rng_state"]))
-            np.random.PCG64().state = state
-            assert state["bit_generator"] == self.rng.bit_generator.state["bit_generator"]
+            np.random.PCG64().state = json.loads(str(s["rng_state"]))  # PCG64 checks every field of it
         except Exception as e:
-            raise UsageError(f"rng_state is not a {type(self.rng.bit_generator).__name__} state ({type(e).__name__})")
+            raise UsageError(f"rng_state is not a PCG64 state ({type(e).__name__})")
 
     def load(self, s):
         """Set the training state from s, as state() gives it, after check(s)."""
@@ -655,34 +591,22 @@ class Trainer:
 FORMAT = 2  # policy.npz layout version
 
 
-class held_signals:
-    """Hold SIGINT and SIGTERM back while a file is replaced, so that an interrupt cannot leave half of one."""
-
-    def __enter__(self):
-        if hasattr(signal, "pthread_sigmask"):
-            self.old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-
-    def __exit__(self, *exc):
-        if hasattr(signal, "pthread_sigmask"):
-            signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
-
-
 def write_atomic(path, write):
-    """write(f) into path.tmp, fsync, rename over path: a reader sees the old file or the new one, never neither."""
-    tmp = path + ".tmp"
+    """write(f) into path.tmp, fsync, rename over path: a reader sees the old file or the new one, never neither.
+    SIGINT and SIGTERM wait until the rename is done, so an interrupt cannot leave half a file either."""
+    tmp, old = path + ".tmp", signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
-        with held_signals():
-            with open(tmp, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
     except OSError as e:
-        try:
+        if os.path.exists(tmp):
             os.remove(tmp)
-        except OSError:
-            pass
         raise RunError(f"cannot write {path}: {e.strerror or e}")
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def write_json(path, obj):
@@ -712,21 +636,19 @@ def read_checkpoint(path, env_id=None):
     except Exception as e:  # zipfile.BadZipFile, EOFError, ValueError, MemoryError, ...
         raise UsageError(f"{path} is not a readable minipg policy ({type(e).__name__}: {e})".splitlines()[0])
     try:
-        text = {}
-        for k in ("format", "config", "spaces"):
-            if k not in s or s[k].shape != () or s[k].dtype.kind != ("i" if k == "format" else "U"):
-                raise UsageError(f"{k} is missing or not a {'number' if k == 'format' else 'text'}")
-            text[k] = s.pop(k)[()]
-        if text["format"] != FORMAT:
-            raise UsageError(f"format {text['format']} is not this minipg's {FORMAT}")
+        for k, kind in (("format", "i"), ("config", "U"), ("spaces", "U")):
+            if k not in s or s[k].shape != () or s[k].dtype.kind != kind:
+                raise UsageError(f"{k} is missing or not a {'number' if kind == 'i' else 'text'}")
+        if s.pop("format") != FORMAT:
+            raise UsageError(f"format is not this minipg's {FORMAT}")
         try:
-            cfg, spaces = (json.loads(text[k]) for k in ("config", "spaces"))  # a NaN fails the checks below
+            cfg, spaces = json.loads(str(s.pop("config"))), json.loads(str(s.pop("spaces")))  # a NaN fails below
         except ValueError:
             raise UsageError("config or spaces is not valid JSON")
         run, hp = config_from(cfg)
         if env_id and check_env_id(env_id) != check_env_id(run.env):
             raise UsageError(f"this policy was saved for {run.env}, not {env_id}; drop --env or pass --env {run.env}")
-        tr = Trainer(run, hp, spaces_of(run.env))
+        tr = Trainer(run, hp)
         if spaces != tr.spaces.describe():
             raise UsageError(f"spaces {spaces} do not match {run.env}'s {tr.spaces.describe()}")
         tr.load(s)
@@ -736,46 +658,38 @@ def read_checkpoint(path, env_id=None):
 
 
 class FolderLock:
-    """The run folder's lock, held while a run writes into it: DIR/.lock, flock'ed, naming the live run. The
-    kernel drops the lock when the process ends, however it ends, so a killed run never leaves a stale lock."""
+    """DIR/.lock, flock'ed while a run writes into DIR, and naming that run. The kernel drops the lock when the
+    process ends, however it ends, so a killed run never leaves a stale one (the empty file stays)."""
 
     def __init__(self, out):
         self.path = os.path.join(out, ".lock")
 
     def __enter__(self):
         import fcntl
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                who = os.read(fd, 200).decode(errors="replace").strip()
-                os.close(fd)
-                raise UsageError(f"{os.path.dirname(self.path)} is in use by a live run ({who}); "
-                                 "wait for it to finish or choose another --out")
-            if os.path.exists(self.path) and os.fstat(fd).st_ino == os.stat(self.path).st_ino:
-                break  # (else the previous holder removed the file between our open and flock: try again)
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
-        self.fd = fd
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            who = os.read(self.fd, 200).decode(errors="replace").strip()
+            os.close(self.fd)
+            raise UsageError(f"{os.path.dirname(self.path)} is in use by a live run ({who}); wait or use another --out")
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
         return self
 
     def __exit__(self, *exc):
-        os.unlink(self.path)
-        os.close(self.fd)
+        os.ftruncate(self.fd, 0)
+        os.close(self.fd)  # and with it the lock
 
 
 def folder_state(out):
-    """'new' (absent, or without minipg's files), 'finished', or 'unfinished' (interrupted, killed, or never done)."""
-    present = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
-    if not present:
+    """'new' (none of minipg's files), 'finished' (its summary says so) or 'unfinished' (interrupted or killed)."""
+    if not any(os.path.exists(os.path.join(out, f)) for f in RUN_FILES):
         return "new"
     try:
         with open(os.path.join(out, "summary.json")) as f:
-            s = json.load(f)
-        return "finished" if isinstance(s, dict) and s.get("interrupted") is False else "unfinished"
-    except (OSError, ValueError):
+            return "finished" if json.load(f).get("interrupted") is False else "unfinished"
+    except (OSError, ValueError, AttributeError):
         return "unfinished"
 
 
@@ -785,35 +699,30 @@ def repair_progress(path, it):
     rows = []
     try:
         with open(path, newline="") as f:
-            for r in csv.reader(f):
-                if len(r) == len(PROGRESS_COLUMNS) and r[0] == str(len(rows) + 1) and len(rows) < it:
-                    rows.append(r)
+            rows = [r for r in csv.reader(f) if len(r) == len(PROGRESS_COLUMNS) and r[0].isdigit()]
     except (OSError, UnicodeDecodeError, csv.Error):
         pass
+    rows = [r for i, r in enumerate(rows[:it]) if r[0] == str(i + 1)]
     if len(rows) < it:
-        raise UsageError(f"{path} holds whole rows for iterations 1..{len(rows)} only, but the checkpoint is at "
-                         f"iteration {it}: it cannot be repaired (move it away to resume without the missing rows)")
+        raise UsageError(f"{path} has whole rows for iterations 1..{len(rows)}, not 1..{it}: it cannot be repaired")
     write_atomic(path, lambda f: f.write("".join(",".join(r) + "\r\n" for r in [PROGRESS_COLUMNS, *rows]).encode()))
 
 
 def progress_row(tr, info):
     """One row of progress.csv: returns over the last 20 finished episodes, the update's diagnostics, timing."""
-    recent = [(r, n) for _, r, n in tr.episodes[-20:]]
-    k, mean = len(recent), sum(r for r, _ in recent) / max(len(recent), 1)
-    row = {"iter": tr.it, "steps": tr.steps, "episodes": len(tr.episodes), "return_mean": mean if k else "",
-           "return_std": math.sqrt(sum((r - mean) ** 2 for r, _ in recent) / k) if k else "",
-           "length_mean": sum(n for _, n in recent) / k if k else "",
-           **{c: info.get(c, "") for c in PROGRESS_COLUMNS[6:-4]},
+    recent = tr.episodes[-20:]
+    k, mean = len(recent), sum(r for _, r, _ in recent) / max(len(recent), 1)
+    row = {**info, "iter": tr.it, "steps": tr.steps, "episodes": len(tr.episodes), **({} if not k else {
+           "return_mean": mean, "return_std": math.sqrt(sum((r - mean) ** 2 for _, r, _ in recent) / k),
+           "length_mean": sum(n for _, _, n in recent) / k}),
            "steps_per_s": tr.steps / max(tr.seconds["wall_s"], 1e-9), **tr.seconds}
-    return [("" if row[c] == "" else repr(float(row[c])) if isinstance(row[c], (float, np.floating)) else row[c])
+    return [repr(float(row[c])) if isinstance(row.get(c), (float, np.floating)) else row.get(c, "")
             for c in PROGRESS_COLUMNS]
 
 
 def threshold_of(run):
-    if run.target is not None:
-        return run.target
-    spec = _gym().spec(check_env_id(run.env))
-    return None if spec.reward_threshold is None else float(spec.reward_threshold)
+    spec = gym.spec(check_env_id(run.env))
+    return run.target if run.target is not None else spec.reward_threshold and float(spec.reward_threshold)
 
 
 def steps_to_threshold(episodes, threshold, window=20):
@@ -827,11 +736,10 @@ def steps_to_threshold(episodes, threshold, window=20):
 
 
 def write_summary(out, tr, returns=(), interrupted=False):
-    finite = [float(r) for r in returns if math.isfinite(r)]
-    threshold = threshold_of(tr.run)
+    returns, threshold = [float(r) for r in returns if math.isfinite(r)], threshold_of(tr.run)
     summary = {"algo": tr.run.algo, "env": tr.run.env, "seed": tr.run.seed, "total_steps": tr.steps, **tr.seconds,
-               "eval_return_mean": float(np.mean(finite)) if finite else None,
-               "eval_return_std": float(np.std(finite)) if finite else None, "eval_episodes": len(finite),
+               "eval_return_mean": float(np.mean(returns)) if returns else None,
+               "eval_return_std": float(np.std(returns)) if returns else None, "eval_episodes": len(returns),
                "eval_seed": tr.run.seed + 10_000, "threshold": threshold,
                "steps_to_threshold": steps_to_threshold(tr.episodes, threshold),
                "train_return_last20": float(np.mean([r for _, r, _ in tr.episodes[-20:]])) if tr.episodes else None,
@@ -849,8 +757,7 @@ class Interrupts:
     whole; a second one stops at once, losing that iteration: the last checkpoint written is kept."""
 
     def __enter__(self):
-        self.requested = False
-        self.old = {s: signal.signal(s, self.ask) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.requested, self.old = False, {s: signal.signal(s, self.ask) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def ask(self, signum, frame):
@@ -864,49 +771,47 @@ class Interrupts:
             signal.signal(s, handler)
 
 
-def _fmt(x, width=9):
-    if x is None or x == "":
-        return " " * (width - 1) + "-"
-    if isinstance(x, float):
-        return f"{x:{width}.3g}" if abs(x) < 1e5 else f"{x:{width}.3e}"
-    return f"{x:>{width}}"
+def open_run(tr, out, resumed, overwrite):
+    """The run folder, locked by the caller: a resumed run's progress.csv repaired to its checkpoint, or a new run's
+    files started (refusing a folder that holds a run, unless overwrite); config.json written in both cases."""
+    ck_path, path = os.path.join(out, "policy.npz"), os.path.join(out, "progress.csv")
+    if resumed and os.stat(ck_path).st_mtime_ns != resumed:
+        raise UsageError(f"{ck_path} changed while it was being read; try again")
+    state = folder_state(out)
+    if resumed:
+        repair_progress(path, tr.it)
+    elif state != "new" and not overwrite:
+        raise UsageError(f"{out} holds {'a finished' if state == 'finished' else 'an unfinished'} run; "
+                         + ("" if state == "finished" else f"continue it with --resume {out}, or ")
+                         + "pass --overwrite to replace it, or choose another --out")
+    else:
+        for f in RUN_FILES:
+            if os.path.exists(os.path.join(out, f)):
+                os.remove(os.path.join(out, f))
+        write_atomic(path, lambda f: f.write((",".join(PROGRESS_COLUMNS) + "\r\n").encode()))
+        write_checkpoint(ck_path, tr)
+    write_json(os.path.join(out, "config.json"), config_dict(tr.run, tr.hp))
 
 
 def train(tr, out, resumed=None, overwrite=False, quiet=False):
-    """Train `tr` in the run folder `out`, and evaluate it: a new run, or one read from out/policy.npz (resumed is
+    """Train `tr` in the run folder `out`, then evaluate it: a new run, or one read from out/policy.npz (resumed is
     then that file's st_mtime_ns when it was read). Writes config.json, progress.csv, policy.npz, summary.json.
-    Returns the summary (with "interrupted": True after a Ctrl-C)."""
+    Returns the summary, with "interrupted": True after a Ctrl-C."""
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-    run, hp, ck_path, path = tr.run, tr.hp, os.path.join(out, "policy.npz"), os.path.join(out, "progress.csv")
+    run, ck_path = tr.run, os.path.join(out, "policy.npz")
     os.makedirs(out, exist_ok=True)
     with FolderLock(out):
-        state = folder_state(out)
-        if resumed:
-            if os.stat(ck_path).st_mtime_ns != resumed:
-                raise UsageError(f"{ck_path} changed while it was being read; try again")
-            repair_progress(path, tr.it)
-        else:
-            if state != "new" and not overwrite:
-                raise UsageError(f"{out} holds {'a finished' if state == 'finished' else 'an unfinished'} run; "
-                                 + ("" if state == "finished" else f"continue it with --resume {out}, or ")
-                                 + "pass --overwrite to replace it, or choose another --out")
-            for f in RUN_FILES:
-                if os.path.exists(os.path.join(out, f)):
-                    os.remove(os.path.join(out, f))
-            write_atomic(path, lambda f: f.write((",".join(PROGRESS_COLUMNS) + "\r\n").encode()))
-            write_checkpoint(ck_path, tr)
-        write_json(os.path.join(out, "config.json"), config_dict(run, hp))
+        open_run(tr, out, resumed, overwrite)
         defaults = {**asdict(Run()), **asdict(algos.Hyper())}
-        changed = {k: v for k, v in {**asdict(run), **asdict(hp)}.items() if defaults[k] != v}
-        say(f"minipg {run.algo} on {run.env}  |  {tr.iters} iterations x {tr.batch} steps = {tr.iters * tr.batch} env "
-            f"steps  |  seed {run.seed}  |  {run.dtype}" + (f"  |  resumed at iteration {tr.it}" if resumed else "")
-            + f"\n  config (differs from defaults): {json.dumps(changed)}\n  output: {out}\n"
-            + " ".join(f"{c:>9}" for c in ("iter", "steps", "episodes", "return", "kl", "entropy", "expl_var",
-                                           "steps/s", "elapsed", "eta")))
+        say(f"minipg {run.algo} on {run.env}  |  {tr.iters} iterations x {tr.batch} steps  |  seed {run.seed}  |  "
+            f"{run.dtype}" + (f"  |  resumed at iteration {tr.it}" if resumed else "") + "\n  config (differs from "
+            f"defaults): {json.dumps({k: v for k, v in {**asdict(run), **asdict(tr.hp)}.items() if defaults[k] != v})}"
+            f"\n  output: {out}\n" + " ".join(f"{c:>9}" for c in ("iter", "steps", "episodes", "return", "kl",
+                                                                  "entropy", "expl_var", "steps/s", "elapsed", "eta")))
         log_every, saved, last_save = run.log_every or max(1, math.ceil(tr.iters / 40)), tr.it, time.time()
         try:
             tr.start()
-            with Interrupts() as stop, open(path, "a", newline="") as progress:
+            with Interrupts() as stop, open(os.path.join(out, "progress.csv"), "a", newline="") as progress:
                 while tr.it < tr.iters and not stop.requested:
                     t0 = time.time()
                     info = tr.iteration()
@@ -916,10 +821,10 @@ def train(tr, out, resumed=None, overwrite=False, quiet=False):
                     progress.flush()
                     if tr.it % log_every == 0 or tr.it == tr.iters:
                         wall = tr.seconds["wall_s"]
-                        say(" ".join(_fmt(x) for x in (tr.it, tr.steps, len(tr.episodes), row[3] and float(row[3]),
-                                                       info["kl"], info["entropy"], info["explained_var"],
-                                                       int(tr.steps / max(wall, 1e-9)), f"{wall:.1f}s",
-                                                       f"{wall / tr.it * (tr.iters - tr.it):.1f}s")))
+                        say(" ".join(f"{x:9.3g}" if isinstance(x, float) else f"{x or '-':>9}" for x in (
+                            tr.it, tr.steps, len(tr.episodes), row[3] and float(row[3]), info["kl"], info["entropy"],
+                            info["explained_var"], int(tr.steps / max(wall, 1e-9)), f"{wall:.1f}s",
+                            f"{wall / tr.it * (tr.iters - tr.it):.1f}s")))
                     if time.time() - last_save >= run.save_every_s and tr.it < tr.iters:
                         write_checkpoint(ck_path, tr)
                         saved, last_save = tr.it, time.time()
@@ -927,13 +832,13 @@ def train(tr, out, resumed=None, overwrite=False, quiet=False):
             saved = tr.it
             if stop.requested:
                 write_summary(out, tr, interrupted=True)
-                print(f"interrupted after iteration {tr.it}: checkpoint saved. Continue with:\n"
-                      f"  python minipg.py --resume {out}", file=sys.stderr, flush=True)
+                print(f"interrupted after iteration {tr.it}: checkpoint saved. Continue with:\n  python minipg.py "
+                      f"--resume {out}", file=sys.stderr, flush=True)
                 return {"interrupted": True}
             returns = evaluate(tr, run.eval_episodes, run.seed + 10_000)
         except KeyboardInterrupt:
-            print(f"stopped at once: the checkpoint of iteration {saved} is kept. Continue with:\n"
-                  f"  python minipg.py --resume {out}", file=sys.stderr, flush=True)
+            print(f"stopped at once: the checkpoint of iteration {saved} is kept. Continue with:\n  python minipg.py "
+                  f"--resume {out}", file=sys.stderr, flush=True)
             raise
         except RunError as e:
             raise RunError(f"{e}; training stopped, the last good checkpoint is kept in {ck_path} (iteration {saved})")
@@ -941,8 +846,9 @@ def train(tr, out, resumed=None, overwrite=False, quiet=False):
             tr.close()
         summary = write_summary(out, tr, returns)
     say(f"evaluation ({len(returns)} deterministic episodes): {np.mean(returns):.1f} ± {np.std(returns):.1f}")
-    say(f"steps to threshold {summary['threshold']}: {summary['steps_to_threshold']}" if summary["threshold"] is not None
-        else f"{run.env} has no return threshold, so no steps to threshold (give one with --target R)")
+    threshold = summary["threshold"]
+    say(f"{run.env} has no return threshold, so no steps to threshold (give one with --target R)" if threshold is None
+        else f"steps to threshold {threshold}: {summary['steps_to_threshold']}")
     say(f"files: {out}/" + "{" + ", ".join(RUN_FILES) + "}")
     return summary
 
@@ -952,18 +858,12 @@ def evaluate(tr, episodes, seed, render_mode=None, video=None):
     Returns the list of episode returns."""
     if render_mode == "rgb_array":
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # frames for a video need no screen
-    env, agent = make_env(tr.run.env, render_mode=render_mode), tr.agent
-    if video:
-        try:
-            import moviepy  # noqa: F401  (gymnasium's RecordVideo writes mp4 through moviepy)
-        except ImportError:
-            env.close()
-            raise UsageError("--video needs moviepy: pip install moviepy")
-        env = _gym().wrappers.RecordVideo(env, video, episode_trigger=lambda i: True, disable_logger=True)
-    returns = []
+    env, agent, returns = make_env(tr.run.env, render_mode=render_mode), tr.agent, []
     try:
         with warnings.catch_warnings():  # gymnasium's notes about video folders and frames
             warnings.simplefilter("ignore")
+            if video:  # RecordVideo writes mp4 through moviepy, and says so if it is missing
+                env = gym.wrappers.RecordVideo(env, video, episode_trigger=lambda i: True, disable_logger=True)
             for i in range(episodes):
                 raw, _ = env.reset(seed=seed + i)
                 total, done = 0.0, False
@@ -973,7 +873,7 @@ def evaluate(tr, episodes, seed, render_mode=None, video=None):
                     raw, r, term, trunc, _ = env.step(tr.spaces.to_env(a))
                     total, done = total + float(r), term or trunc
                 returns.append(total)
-    except _gym().error.DependencyNotInstalled as e:  # rendering needs an extra (pygame, mujoco, ...)
+    except gym.error.DependencyNotInstalled as e:  # rendering needs an extra (pygame, moviepy, ...)
         raise UsageError(f"{'--video' if video else '--render'} needs an optional extra: {str(e).splitlines()[0]}")
     finally:
         env.close()
@@ -987,22 +887,15 @@ def evaluate(tr, episodes, seed, render_mode=None, video=None):
 def only(given, allowed, mode):
     extra = sorted(set(given) - set(allowed))
     if extra:
-        raise UsageError(f"{_flag(extra[0])} has no effect with {mode}" + (f" (allowed: {', '.join(map(_flag, allowed))})"
-                                                                            if allowed else ""))
+        raise UsageError(f"{_flag(extra[0])} has no effect with {mode} (it takes {', '.join(map(_flag, allowed))})")
 
 
 def eval_cmd(path, given, video, render):
     only(given, ("env", "eval_episodes", "seed"), "--eval")
     tr = read_checkpoint(os.path.join(path, "policy.npz") if os.path.isdir(path) else path, given.get("env"))
-    episodes, seed = given.get("eval_episodes", tr.run.eval_episodes), given.get("seed", tr.run.seed)
-    if episodes < 1 or seed < 0:
+    episodes, seed = given.get("eval_episodes", tr.run.eval_episodes), given.get("seed", tr.run.seed) + 10_000
+    if episodes < 1 or seed < 10_000:
         raise UsageError("--episodes must be >= 1 and --seed >= 0")
-    seed += 10_000
-    if render:
-        try:
-            import pygame  # noqa: F401
-        except ImportError:
-            raise UsageError("--render needs pygame: pip install pygame")
     returns = evaluate(tr, episodes, seed, "human" if render else ("rgb_array" if video else None), video)
     print(f"{path}: {tr.run.env}, {len(returns)} deterministic episodes (seeds {seed}..{seed + episodes - 1}): "
           f"{np.mean(returns):.2f} ± {np.std(returns):.2f}" + (f"; videos in {video}" if video else ""))
@@ -1014,12 +907,11 @@ def resume_cmd(out, given):
     ck_path = os.path.join(out, "policy.npz")
     if not os.path.isfile(ck_path):
         raise UsageError(f"{out} is not a minipg run folder (no policy.npz)")
-    stamp = os.stat(ck_path).st_mtime_ns
-    tr = read_checkpoint(ck_path)
+    stamp, tr = os.stat(ck_path).st_mtime_ns, read_checkpoint(ck_path)
     run = dataclasses.replace(tr.run, **given)
     validate(run, tr.hp)
     if run.steps // tr.batch < tr.it:
-        raise UsageError(f"--steps {run.steps} is less than the {tr.steps} steps {out} has done; it can only be extended")
+        raise UsageError(f"--steps {run.steps} is below the {tr.steps} steps {out} has done: it can only be extended")
     if folder_state(out) == "finished" and run.steps // tr.batch == tr.it:
         print(f"{out} is a finished run ({tr.it} iterations, {tr.steps} steps): nothing to do. To train it further: "
               f"--resume {out} --steps N, with N >= {tr.steps + tr.batch}")
@@ -1032,171 +924,84 @@ def resume_cmd(out, given):
 
 def seeds_cmd(run, hp, root, seeds, jobs, overwrite):
     """One run per seed in root/s<seed>/, `jobs` at a time, each a minipg.py process of its own; then the table.
-    A Ctrl-C reaches each running seed once (it stops at the end of its iteration); no new seed is started."""
-    import tempfile
+    A Ctrl-C reaches each running seed once (it stops at the end of its iteration), and no new seed starts."""
     args = [a for k, v in {**asdict(run), **asdict(hp)}.items() if k not in ("seed", "out") and v is not None
-            for a in ([_flag(k) if v else "--no-" + k.replace("_", "-")] if isinstance(v, bool) else [_flag(k), str(v)])]
+            for a in (["--" + "no-" * (not v) + k.replace("_", "-")] if isinstance(v, bool) else [_flag(k), str(v)])]
     os.makedirs(root, exist_ok=True)
     with FolderLock(root):
         if os.path.exists(os.path.join(root, "seeds.json")) and not overwrite:
-            raise UsageError(f"{root} holds a finished --seeds run; pass --overwrite to replace it, or choose another --out")
-        todo, running, failed, stop = list(seeds), {}, [], []
-
-        def forward(signum, frame):  # the children run in sessions of their own: the terminal's Ctrl-C is ours
-            stop.append(signum)
-            for p, _ in running.values():
-                p.send_signal(signal.SIGINT)
-        old = signal.signal(signal.SIGINT, forward)
+            raise UsageError(f"{root} holds a finished --seeds run; pass --overwrite to replace it, or another --out")
+        procs, stop = {}, []
+        old = signal.signal(signal.SIGINT, lambda *a: stop.append(1) or [p.send_signal(signal.SIGINT) for p in
+                                                                        procs.values() if p.poll() is None])
         try:
-            while todo or running:
-                while todo and len(running) < jobs and not stop:
-                    s, err = todo.pop(0), tempfile.TemporaryFile("w+")
-                    cmd = [sys.executable, os.path.abspath(__file__), *args, "--seed", str(s), "--out",
-                           os.path.join(root, f"s{s}"), *(["--overwrite"] if overwrite else [])]
-                    running[s] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True), err
-                    print(f"seed {s}: started in {os.path.join(root, f's{s}')}", flush=True)
-                for s, (p, err) in list(running.items()):
-                    if p.poll() is not None:
-                        del running[s]
-                        err.seek(0)
-                        last = (err.read().strip().splitlines() or [""])[-1]
-                        print(f"seed {s}: " + ("done" if p.returncode == 0 else f"exit {p.returncode}: {last}"), flush=True)
-                        failed += [s] if p.returncode else []
-                todo = [] if stop else todo
-                time.sleep(0.05)
+            for s in seeds:
+                while sum(p.poll() is None for p in procs.values()) >= jobs and not stop:
+                    time.sleep(0.05)
+                if stop:
+                    break
+                print(f"seed {s}: running in {os.path.join(root, f's{s}')}", flush=True)
+                cmd = [sys.executable, os.path.abspath(__file__), *args, "--seed", str(s), "--out", f"{root}/s{s}"]
+                procs[s] = subprocess.Popen(cmd + ["--overwrite"] * overwrite, stdout=subprocess.DEVNULL,
+                                            start_new_session=True)  # the terminal's Ctrl-C is ours, not theirs
+            codes = {s: p.wait() for s, p in procs.items()}
         finally:
             signal.signal(signal.SIGINT, old)
-        if stop or failed or len(todo):
-            print(f"not every seed finished: continue each with python minipg.py --resume {root}/s<seed>", file=sys.stderr)
+        if stop or len(codes) < len(seeds) or any(codes.values()):
+            print(f"not every seed finished ({codes}): continue each with --resume {root}/s<seed>", file=sys.stderr)
             return 130 if stop else 1
         summaries = []
         for s in seeds:
             with open(os.path.join(root, f"s{s}", "summary.json")) as f:
                 summaries.append(json.load(f))
-        table = seeds_table(run, seeds, summaries)
+        table = _lab().seeds_table(run, seeds, summaries)
         write_atomic(os.path.join(root, "seeds.md"), lambda f: f.write(table.encode()))
-        write_json(os.path.join(root, "seeds.json"), {"algo": run.algo, "env": run.env, "seeds": seeds, "runs": summaries})
+        write_json(f"{root}/seeds.json", {"algo": run.algo, "env": run.env, "seeds": seeds, "runs": summaries})
     print(f"\n{table}\nfiles: {root}/" + "{seeds.json, seeds.md, s<seed>/}")
     return 0
 
 
-def seeds_table(run, seeds, summaries):
-    """A markdown table: median, min and max over the seeds of the final evaluation, the last-20 training return
-    and (where the env has a threshold) the steps to it."""
-    def stats(xs):
-        xs = [x for x in xs if x is not None]
-        return (np.median(xs), min(xs), max(xs)) if xs else (math.nan,) * 3
-    rows = [("final eval return", *stats([s["eval_return_mean"] for s in summaries])),
-            ("train return, last 20 episodes", *stats([s["train_return_last20"] for s in summaries]))]
-    threshold, reach = summaries[0]["threshold"], [s["steps_to_threshold"] for s in summaries]
-    if threshold is not None:
-        hit = sum(x is not None for x in reach)
-        rows.append((f"steps to {threshold:g} ({hit}/{len(reach)} reached)", *stats(reach)))
-    return (f"{run.algo} on {run.env}, seeds {', '.join(map(str, seeds))}\n\n| | median | min | max |\n|---|---|---|---|\n"
-            + "".join(f"| {name} | {a:.1f} | {b:.1f} | {c:.1f} |\n" for name, a, b, c in rows)
-            + ("" if threshold is not None else f"\n{run.env} has no return threshold, so no steps to threshold.\n"))
-
-
-def read_progress(run_dir):
-    """(steps, return_mean) of a run's progress.csv, checked: UsageError if it is unreadable or damaged."""
-    path = os.path.join(run_dir, "progress.csv")
-    try:
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("return_mean")]
-        x, y = np.array([float(r["steps"]) for r in rows]), np.array([float(r["return_mean"]) for r in rows])
-    except (OSError, ValueError, KeyError, TypeError, csv.Error) as e:
-        raise UsageError(f"{path} is not a readable progress log ({type(e).__name__})")
-    if len(x) == 0 or not np.all(np.isfinite(y)) or np.any(np.diff(x) < 0):
-        raise UsageError(f"{path} has no finished episodes to plot, or damaged rows")
-    return x, y
-
-
-def plot_cmd(dirs, out):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("--plot needs matplotlib: pip install matplotlib")
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for d in dirs:
-        runs = [d] if os.path.isfile(os.path.join(d, "progress.csv")) else sorted(
-            os.path.join(d, s) for s in os.listdir(d) if os.path.isfile(os.path.join(d, s, "progress.csv"))) \
-            if os.path.isdir(d) else []
-        if not runs:
-            raise UsageError(f"{d} holds no progress.csv (neither a run nor a --seeds folder of runs)")
-        curves = [read_progress(r) for r in runs]
-        grid = np.linspace(0, min(c[0][-1] for c in curves), 200)
-        ys = np.array([np.interp(grid, x, y) for x, y in curves])  # (seeds, 200)
-        name = os.path.basename(os.path.normpath(d)) + (f" (median of {len(runs)})" if len(runs) > 1 else "")
-        line, = ax.plot(grid, np.median(ys, 0), label=name)
-        if len(runs) > 1:
-            ax.fill_between(grid, ys.min(0), ys.max(0), alpha=0.2, color=line.get_color())
-    titles = set()
-    for d in dirs:  # "ppo on CartPole-v1", from the runs' config.json where it is readable
-        for root, _, files in os.walk(d):
-            try:
-                run = config_from(json.load(open(os.path.join(root, "config.json"))))[0] if "config.json" in files else None
-            except (OSError, ValueError, UsageError):
-                run = None
-            titles |= {f"{run.algo} on {run.env}"} if run else set()
-    ax.set_title(", ".join(sorted(titles)) + ("  (line: median, band: min-max over seeds)" if len(ax.collections) else ""))
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("mean return of the last 20 episodes")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    folder = out or (dirs[0] if len(dirs) == 1 else os.path.commonpath([os.path.abspath(d) for d in dirs]))
-    check_out(folder)
-    os.makedirs(folder, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(os.path.join(folder, "learning_curve.png"), dpi=120)
-    print(f"wrote {os.path.join(folder, 'learning_curve.png')}")
-    return 0
+def _lab():
+    """lab.py: the variance lab and the pictures of runs. It imports this module: the running one, not a copy."""
+    sys.modules.setdefault("minipg", sys.modules[__name__])
+    import lab
+    return lab
 
 
 def main(argv=None):
     try:
         given, modes = parse_args(argv)
         chosen = [m for m in ("eval", "plot", "resume", "lab", "seeds") if modes[m]]
-        if len(chosen) > 1:
-            raise UsageError(f"choose one of --{' and --'.join(chosen)}")
-        for m, needs in (("video", "eval"), ("render", "eval"), ("jobs", "seeds")):
-            if modes[m] and not modes[needs]:
-                raise UsageError(f"--{m} goes with --{needs}")
-        if modes["jobs"] is not None and modes["jobs"] < 1:
-            raise UsageError("--jobs must be >= 1")
-        if modes["overwrite"] and chosen and chosen != ["seeds"]:
-            raise UsageError(f"--overwrite has no effect with --{chosen[0]}")
+        for bad, message in [(len(chosen) > 1, f"choose one of --{' and --'.join(chosen)}"),
+                             *[(modes[m] and not modes[needs], f"--{m} goes with --{needs}")
+                               for m, needs in (("video", "eval"), ("render", "eval"), ("jobs", "seeds"))],
+                             (modes["jobs"] is not None and modes["jobs"] < 1, "--jobs must be >= 1"),
+                             (modes["overwrite"] and chosen not in ([], ["seeds"]), "--overwrite goes with a new run"),
+                             (modes["seeds"] and "seed" in given, "give --seed or --seeds, not both")]:
+            if bad:
+                raise UsageError(message)
         if modes["plot"]:
             only(given, ("out",), "--plot")
-            return plot_cmd(modes["plot"], given.get("out"))
+            return _lab().plot_runs(modes["plot"], given.get("out"))
         if modes["eval"]:
             return eval_cmd(modes["eval"], given, modes["video"], modes["render"])
         if modes["resume"]:
             return resume_cmd(modes["resume"], given)
         run, hp = resolve(given)
         make_env(run.env).close()  # unsupported envs and spaces fail here, before any file is written
-        if modes["lab"]:
-            sys.modules.setdefault("minipg", sys.modules[__name__])  # lab.py imports this module, not a second copy
-            import lab
-            out = run.out or run_folder(dataclasses.replace(run, algo="lab-variance"))
-            check_out(out)
-            lab.lab_variance(run.env, run.seed, out)
-            return 0
-        out = run_folder(run, seeds=bool(modes["seeds"]))
+        out = run.out or run_folder(dataclasses.replace(run, algo="lab-variance") if modes["lab"] else run,
+                                    seeds=bool(modes["seeds"]))
         check_out(out)
+        if modes["lab"]:
+            _lab().lab_variance(run.env, run.seed, out)
+            return 0
         if modes["seeds"]:
-            if "seed" in given:
-                raise UsageError("give --seed or --seeds, not both")
             return seeds_cmd(run, hp, out, parse_seeds(modes["seeds"]), modes["jobs"] or os.cpu_count(),
                              modes["overwrite"])
         return 130 if train(Trainer(run, hp), out, overwrite=modes["overwrite"])["interrupted"] else 0
-    except UsageError as e:
+    except (UsageError, RunError) as e:
         print(f"minipg: error: {e}", file=sys.stderr)
-        return 2
-    except RunError as e:
-        print(f"minipg: error: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, UsageError) else 1
     except KeyboardInterrupt:
         return 130
 

@@ -56,3 +56,34 @@ def test_own_loop_example_runs_from_an_empty_folder_with_only_nets_and_algos(tmp
     assert r.returncode == 0, r.stderr
     reached, cut = map(int, re.findall(r"(\d+) episodes reached \+4, (\d+) were cut", r.stdout)[0])
     assert reached == 64 and cut == 0, r.stdout  # 256 steps / 4 steps per episode: the optimal policy
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The runner's shape (issue 11): minipg.py is about one thing, and each decision lives in one place
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_minipg_py_has_at_most_750_lines_of_code():
+    sys.path.insert(0, os.path.join(HERE, "bench"))
+    import loc
+    assert loc.code_lines(os.path.join(HERE, "minipg.py")) <= 750
+
+
+@pytest.mark.parametrize("decision, pattern", [
+    ("is the action space discrete?", r"isinstance\([^)]*spaces\.Discrete\)"),
+    ("clip an action to the bounds", r"np\.clip\(a, "),
+    ("name a run folder", r'os\.path\.join\("runs"'),
+    ("write a file atomically", r"os\.replace\("),
+    ("read policy.npz", r"np\.load\("),
+])
+def test_each_runner_decision_lives_in_one_place(decision, pattern):
+    code = "".join(open(os.path.join(HERE, f)).read() for f in ("minipg.py", "lab.py"))
+    assert len(re.findall(pattern, code)) == 1, decision
+
+
+@pytest.mark.parametrize("file", ["test_minipg.py", "test_updates.py"])
+def test_the_maths_tests_need_only_numpy_numba_pytest_nets_and_algos(file):
+    """A student who copies nets.py and algos.py into coursework can copy their tests too."""
+    tree = ast.parse(open(os.path.join(HERE, file)).read())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported - set(sys.stdlib_module_names) <= {"numpy", "numba", "pytest", "nets", "algos"}, imported
