@@ -25,7 +25,6 @@ import subprocess
 import sys
 import time
 import warnings
-from collections import deque
 from dataclasses import dataclass, field, asdict
 
 # The matrices here are small (batch x 64): BLAS threads cost more than they save (measured in bench/).
@@ -133,15 +132,13 @@ def _type(f):
 
 # Flags that pick what to do, not how to train; they are not saved with a run.
 MODES = {
-    "seeds": (dict(metavar="SEEDS"), "seeds like 0-3 or 0,3,7: a run each in ROOT/s<seed> (ROOT: --out), --jobs at "
-              "a time, then a median/min/max table in ROOT/seeds.json and ROOT/seeds.md"),
+    "seeds": (dict(metavar="SEEDS"), "seeds (0-3 or 0,3,7): a run each in ROOT/s<seed>, ROOT/seeds.md (ROOT: --out)"),
     "jobs": (dict(type=int, metavar="N"), f"with --seeds: runs at once (default: {os.cpu_count()}, the cores)"),
     "overwrite": (dict(action="store_true"), "replace a finished or interrupted run in --out (else minipg refuses)"),
     "eval": (dict(metavar="POLICY.npz"), "evaluate a saved policy with its saved normalisation (--episodes, --seed)"),
     "video": (dict(metavar="DIR"), "with --eval: record videos to DIR (needs moviepy)"),
     "render": (dict(action="store_true"), "with --eval: show a window (needs pygame)"),
-    "plot": (dict(nargs="+", metavar="DIR"), "learning_curve.png of runs or --seeds folders, written to --out if "
-             "given, else into DIR (one) or the folder that holds them (several)"),
+    "plot": (dict(nargs="+", metavar="DIR"), "learning_curve.png of runs or --seeds folders, in --out or beside them"),
     "resume": (dict(metavar="DIR"), "continue the run in DIR from its last checkpoint; --steps N extends it to N"),
     "lab": (dict(choices=["variance"]), "the variance lab (lab.py) on --env: tables and pictures in --out"),
 }
@@ -151,7 +148,7 @@ GROUP_TITLES = {"run": "what to run (minipg.Run)", "common": "every algorithm (a
 
 def parse_args(argv):
     """argv -> (the config flags given, the mode flags). --help shows the defaults of the --algo and --preset given."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = _Parser(add_help=False)
     pre.add_argument("--algo", default="ppo"), pre.add_argument("--preset", default="")
     algo, preset = pre.parse_known_args(argv)[0].__dict__.values()
     algo, preset = (algo if algo in ALGO_DEFAULTS else "ppo"), (preset if preset in PRESETS else "")
@@ -193,7 +190,7 @@ def resolve(given):
 
 
 def parse_hidden(text):
-    sizes = tuple(int(s) if s.strip().isdigit() else 0 for s in text.split(","))
+    sizes = tuple(int(s) if s.strip().isascii() and s.strip().isdigit() else 0 for s in text.split(","))
     if min(sizes) < 1:
         raise UsageError(f"--hidden must be positive layer sizes like 64,64, got {text!r}")
     return sizes
@@ -202,10 +199,10 @@ def parse_hidden(text):
 def parse_seeds(text):
     lo, _, hi = text.partition("-")
     try:
-        seeds = list(range(int(lo), int(hi) + 1)) if hi else [int(s) for s in text.split(",")]
+        seeds = list(range(int(lo), min(int(hi), int(lo) + 1000) + 1)) if hi else [int(s) for s in text.split(",")]
     except ValueError:
         seeds = []
-    if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+    if not 0 < len(seeds) <= 1000 or min(seeds) < 0 or len(set(seeds)) < len(seeds):
         raise UsageError(f"--seeds must be distinct seeds >= 0 like 0-3 or 0,3,7, got {text!r}")
     return seeds
 
@@ -236,6 +233,8 @@ def validate(run, hp):
         (f"--minibatch {hp.minibatch} is larger than the batch ({batch})",
          hp.minibatch <= batch or "ppo" not in run.algo),
         ("--episodes (--eval-episodes) must be >= 1", run.eval_episodes >= 1),
+        ("--num-envs must be <= 1024, the batch <= 10^7 steps and --steps <= 10^12",
+         run.num_envs <= 1024 and batch <= 10 ** 7 and run.steps <= 10 ** 12),
     ]
     for message, ok in checks:
         if not ok:
@@ -250,9 +249,9 @@ def config_from(cfg):
     made = []
     for key, cls in (("run", Run), ("hyper", algos.Hyper)):
         fields, got = {f.name: f for f in dataclasses.fields(cls)}, cfg[key]
-        if not isinstance(got, dict) or set(got) != set(fields):
-            raise UsageError(f"config.{key} has missing or unknown fields: "
-                             f"{sorted(set(got) ^ set(fields)) if isinstance(got, dict) else 'all'}")
+        got = got if isinstance(got, dict) else {}
+        if set(got) != set(fields):
+            raise UsageError(f"config.{key} has missing or unknown fields: {sorted(set(got) ^ set(fields))}")
         for name, f in fields.items():  # a float may be written as an int; a bool is never a number here
             x, t = got[name], _type(f)
             if not (isinstance(x, (int, float) if t is float else t) and (t is bool) == isinstance(x, bool)
@@ -290,7 +289,7 @@ def check_env_id(env_id):
         module, env_id = env_id.split(":", 1)
         try:
             __import__(module)
-        except ImportError as e:
+        except (ImportError, ValueError) as e:
             raise UsageError(f"cannot import {module!r} for env {env_id!r}: {e}")
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
@@ -304,14 +303,12 @@ def make_env(env_id, render_mode=None):
         env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
     except gym.error.DependencyNotInstalled as e:
         raise UsageError(f"{env_id} needs an optional extra: {str(e).splitlines()[0]}")
-    o, a = env.observation_space, env.action_space
-    for ok, space, need in ((isinstance(o, gym.spaces.Box), o, "observation space; minipg needs a Box"),
-                            (isinstance(a, (gym.spaces.Discrete, gym.spaces.Box)) and len(a.shape) <= 1,
-                             a, "action space; minipg needs Discrete or a 1-D Box")):
-        if not ok:
-            env.close()
-            raise UsageError(f"{env_id} has a {type(space).__name__} {need}")
-    return env if len(o.shape) == 1 else gym.wrappers.FlattenObservation(env)
+    try:
+        Spaces(env.observation_space, env.action_space)  # refuses the spaces minipg does not take
+    except UsageError as e:
+        env.close()
+        raise UsageError(f"{env_id} has {e}")
+    return env if len(env.observation_space.shape) == 1 else gym.wrappers.FlattenObservation(env)
 
 
 class Spaces:
@@ -319,7 +316,12 @@ class Spaces:
     the policy head, and how a sampled action goes into the env."""
 
     def __init__(self, obs_space, act_space):
+        if not isinstance(obs_space, gym.spaces.Box) or np.prod(obs_space.shape) < 1:
+            raise UsageError(f"a {type(obs_space).__name__} observation space; minipg needs a Box of size >= 1")
         self.obs_dim, self.discrete = int(np.prod(obs_space.shape)), isinstance(act_space, gym.spaces.Discrete)
+        box = isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1 and act_space.shape[0] > 0
+        if not (self.discrete or box):
+            raise UsageError(f"a {type(act_space).__name__} action space; minipg needs Discrete or a 1-D Box")
         self.n_act = int(act_space.n) if self.discrete else int(act_space.shape[0])
         self.start, self.low, self.high = (int(act_space.start), None, None) if self.discrete else \
             (0, act_space.low, act_space.high)
@@ -466,6 +468,7 @@ class Trainer:
     batch = property(lambda self: self.run.num_envs * self.run.num_steps)
     iters = property(lambda self: self.run.steps // self.batch)
     steps = property(lambda self: self.it * self.batch)
+    config = property(lambda self: {"run": asdict(self.run), "hyper": asdict(self.hp)})
 
     def start(self):
         """Open the envs and begin an episode in each."""
@@ -563,7 +566,7 @@ class Trainer:
         if it > self.iters:
             raise UsageError(f"iteration {it} is past the run's {self.iters}")
         if len(ep) and (np.any(ep[:, [0, 2]] % 1) or np.any(np.diff(ep[:, 0]) < 0) or np.any(ep[:, [0, 2]] < 1)
-                        or ep[-1, 0] > it * self.batch):
+                        or ep[-1, 0] > it * self.batch or np.abs(ep[:, 1]).max() > 1e15):
             raise UsageError(f"episodes must be (step, return, length) rows, steps whole, rising to {self.batch * it}")
         try:
             np.random.PCG64().state = json.loads(str(s["rng_state"]))  # PCG64 checks every field of it
@@ -613,13 +616,9 @@ def write_json(path, obj):
     write_atomic(path, lambda f: f.write(json.dumps(obj, indent=1, allow_nan=False).encode()))
 
 
-def config_dict(run, hp):
-    return {"run": asdict(run), "hyper": asdict(hp)}
-
-
 def write_checkpoint(path, tr):
     """The one writer of policy.npz: the trainer's state(), the config and the spaces."""
-    arrays = {**tr.state(), "format": np.array(FORMAT), "config": np.array(json.dumps(config_dict(tr.run, tr.hp))),
+    arrays = {**tr.state(), "format": np.array(FORMAT), "config": np.array(json.dumps(tr.config)),
               "spaces": np.array(json.dumps(tr.spaces.describe()))}
     write_atomic(path, lambda f: np.savez(f, **arrays))
 
@@ -629,7 +628,7 @@ def read_checkpoint(path, env_id=None):
     shape (against the saved config and the env's spaces), range and finiteness. Returns a Trainer holding the
     saved state, its envs not yet open. Raises UsageError naming the file and the field."""
     if not os.path.isfile(path):
-        raise UsageError(f"no such policy file: {path}")
+        raise UsageError(f"no such policy file: {path} (not a minipg run or policy)")
     try:
         with np.load(path, allow_pickle=False) as z:
             s = {k: z[k] for k in z.files}
@@ -643,7 +642,7 @@ def read_checkpoint(path, env_id=None):
             raise UsageError(f"format is not this minipg's {FORMAT}")
         try:
             cfg, spaces = json.loads(str(s.pop("config"))), json.loads(str(s.pop("spaces")))  # a NaN fails below
-        except ValueError:
+        except (ValueError, RecursionError):
             raise UsageError("config or spaces is not valid JSON")
         run, hp = config_from(cfg)
         if env_id and check_env_id(env_id) != check_env_id(run.env):
@@ -684,7 +683,7 @@ class FolderLock:
 
 def folder_state(out):
     """'new' (none of minipg's files), 'finished' (its summary says so) or 'unfinished' (interrupted or killed)."""
-    if not any(os.path.exists(os.path.join(out, f)) for f in RUN_FILES):
+    if not any(os.path.exists(os.path.join(out, f)) for f in RUN_FILES + ("seeds.json",)):
         return "new"
     try:
         with open(os.path.join(out, "summary.json")) as f:
@@ -727,12 +726,9 @@ def threshold_of(run):
 
 def steps_to_threshold(episodes, threshold, window=20):
     """First env step at which the mean return of the last `window` finished episodes >= threshold, or None."""
-    last = deque(maxlen=window)
-    for step, ret, _ in episodes if threshold is not None else ():
-        last.append(ret)
-        if len(last) == window and np.mean(last) >= threshold:
-            return int(step)
-    return None
+    c = np.cumsum([0.0] + [r for _, r, _ in episodes])  # c[i + window] - c[i]: the sum of episodes i..i+window-1
+    hit = np.flatnonzero((c[window:] - c[:-window]) / window >= threshold) if threshold is not None else []
+    return int(episodes[hit[0] + window - 1][0]) if len(hit) else None
 
 
 def write_summary(out, tr, returns=(), interrupted=False):
@@ -790,7 +786,7 @@ def open_run(tr, out, resumed, overwrite):
                 os.remove(os.path.join(out, f))
         write_atomic(path, lambda f: f.write((",".join(PROGRESS_COLUMNS) + "\r\n").encode()))
         write_checkpoint(ck_path, tr)
-    write_json(os.path.join(out, "config.json"), config_dict(tr.run, tr.hp))
+    write_json(os.path.join(out, "config.json"), tr.config)
 
 
 def train(tr, out, resumed=None, overwrite=False, quiet=False):
@@ -840,7 +836,7 @@ def train(tr, out, resumed=None, overwrite=False, quiet=False):
             print(f"stopped at once: the checkpoint of iteration {saved} is kept. Continue with:\n  python minipg.py "
                   f"--resume {out}", file=sys.stderr, flush=True)
             raise
-        except RunError as e:
+        except (RunError, OSError) as e:
             raise RunError(f"{e}; training stopped, the last good checkpoint is kept in {ck_path} (iteration {saved})")
         finally:
             tr.close()
@@ -893,9 +889,8 @@ def only(given, allowed, mode):
 def eval_cmd(path, given, video, render):
     only(given, ("env", "eval_episodes", "seed"), "--eval")
     tr = read_checkpoint(os.path.join(path, "policy.npz") if os.path.isdir(path) else path, given.get("env"))
+    validate(dataclasses.replace(tr.run, **{k: v for k, v in given.items() if k != "env"}), tr.hp)
     episodes, seed = given.get("eval_episodes", tr.run.eval_episodes), given.get("seed", tr.run.seed) + 10_000
-    if episodes < 1 or seed < 10_000:
-        raise UsageError("--episodes must be >= 1 and --seed >= 0")
     returns = evaluate(tr, episodes, seed, "human" if render else ("rgb_array" if video else None), video)
     print(f"{path}: {tr.run.env}, {len(returns)} deterministic episodes (seeds {seed}..{seed + episodes - 1}): "
           f"{np.mean(returns):.2f} ± {np.std(returns):.2f}" + (f"; videos in {video}" if video else ""))
@@ -905,13 +900,12 @@ def eval_cmd(path, given, video, render):
 def resume_cmd(out, given):
     only(given, ("steps", "eval_episodes", "save_every_s", "log_every"), "--resume (a run keeps its config)")
     ck_path = os.path.join(out, "policy.npz")
-    if not os.path.isfile(ck_path):
-        raise UsageError(f"{out} is not a minipg run folder (no policy.npz)")
-    stamp, tr = os.stat(ck_path).st_mtime_ns, read_checkpoint(ck_path)
+    stamp = os.path.isfile(ck_path) and os.stat(ck_path).st_mtime_ns  # taken first: a later write changes it
+    tr = read_checkpoint(ck_path)
     run = dataclasses.replace(tr.run, **given)
     validate(run, tr.hp)
-    if run.steps // tr.batch < tr.it:
-        raise UsageError(f"--steps {run.steps} is below the {tr.steps} steps {out} has done: it can only be extended")
+    if run.steps < tr.run.steps:
+        raise UsageError(f"--steps {run.steps} is below the run's {tr.run.steps} steps: it can only be extended")
     if folder_state(out) == "finished" and run.steps // tr.batch == tr.it:
         print(f"{out} is a finished run ({tr.it} iterations, {tr.steps} steps): nothing to do. To train it further: "
               f"--resume {out} --steps N, with N >= {tr.steps + tr.batch}")
@@ -932,8 +926,9 @@ def seeds_cmd(run, hp, root, seeds, jobs, overwrite):
         if os.path.exists(os.path.join(root, "seeds.json")) and not overwrite:
             raise UsageError(f"{root} holds a finished --seeds run; pass --overwrite to replace it, or another --out")
         procs, stop = {}, []
-        old = signal.signal(signal.SIGINT, lambda *a: stop.append(1) or [p.send_signal(signal.SIGINT) for p in
-                                                                        procs.values() if p.poll() is None])
+        old = {sig: signal.signal(sig, lambda *a: stop.append(1) or [p.send_signal(signal.SIGINT) for p in
+                                                                    procs.values() if p.poll() is None])
+               for sig in (signal.SIGINT, signal.SIGTERM)}  # each running seed is asked once to stop
         try:
             for s in seeds:
                 while sum(p.poll() is None for p in procs.values()) >= jobs and not stop:
@@ -946,14 +941,12 @@ def seeds_cmd(run, hp, root, seeds, jobs, overwrite):
                                             start_new_session=True)  # the terminal's Ctrl-C is ours, not theirs
             codes = {s: p.wait() for s, p in procs.items()}
         finally:
-            signal.signal(signal.SIGINT, old)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
         if stop or len(codes) < len(seeds) or any(codes.values()):
             print(f"not every seed finished ({codes}): continue each with --resume {root}/s<seed>", file=sys.stderr)
             return 130 if stop else 1
-        summaries = []
-        for s in seeds:
-            with open(os.path.join(root, f"s{s}", "summary.json")) as f:
-                summaries.append(json.load(f))
+        summaries = [json.load(open(os.path.join(root, f"s{s}", "summary.json"))) for s in seeds]
         table = _lab().seeds_table(run, seeds, summaries)
         write_atomic(os.path.join(root, "seeds.md"), lambda f: f.write(table.encode()))
         write_json(f"{root}/seeds.json", {"algo": run.algo, "env": run.env, "seeds": seeds, "runs": summaries})
@@ -989,18 +982,18 @@ def main(argv=None):
             return resume_cmd(modes["resume"], given)
         run, hp = resolve(given)
         make_env(run.env).close()  # unsupported envs and spaces fail here, before any file is written
-        out = run.out or run_folder(dataclasses.replace(run, algo="lab-variance") if modes["lab"] else run,
-                                    seeds=bool(modes["seeds"]))
+        out = run_folder(dataclasses.replace(run, algo="lab-variance") if modes["lab"] else run, bool(modes["seeds"]))
         check_out(out)
         if modes["lab"]:
+            only(given, ("env", "seed", "out"), "--lab")
             _lab().lab_variance(run.env, run.seed, out)
             return 0
         if modes["seeds"]:
-            return seeds_cmd(run, hp, out, parse_seeds(modes["seeds"]), modes["jobs"] or os.cpu_count(),
-                             modes["overwrite"])
+            seeds, jobs = parse_seeds(modes["seeds"]), modes["jobs"] or os.cpu_count()
+            return seeds_cmd(run, hp, out, seeds, jobs, modes["overwrite"])
         return 130 if train(Trainer(run, hp), out, overwrite=modes["overwrite"])["interrupted"] else 0
-    except (UsageError, RunError) as e:
-        print(f"minipg: error: {e}", file=sys.stderr)
+    except (UsageError, RunError, OSError, MemoryError) as e:  # a failed write or read: one line, exit 1
+        print(f"minipg: error: {e or type(e).__name__}", file=sys.stderr)
         return 2 if isinstance(e, UsageError) else 1
     except KeyboardInterrupt:
         return 130
@@ -1008,4 +1001,6 @@ def main(argv=None):
 
 if __name__ == "__main__":
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `python minipg.py ... | head` ends quietly
-    sys.exit(main())
+    code = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C that comes while the interpreter exits changes nothing
+    sys.exit(code)

@@ -140,9 +140,15 @@ BAD = [
     (["--video", "v"], "--video goes with --eval"),
     (["--eval", "no/such/policy.npz"], "no such policy file"),
     (["--eval", "no/such/policy.npz", "--lr-pi", "0.1"], "--lr-pi has no effect with --eval"),
-    (["--resume", "."], "not a minipg run folder"),
+    (["--resume", "."], "not a minipg run"),
     (["--resume", ".", "--plot", "."], "choose one of"),
     (["--norm-obs", "maybe"], "--norm-obs must be one of on, off, auto"),
+    (["--hidden", "²"], "--hidden must be positive layer sizes"),
+    (["--env", ":CartPole-v1"], "cannot import"),
+    (["--num-steps", "100000000000", "--steps", "100000000000"], "the batch <= 10^7 steps"),
+    (["--seeds", "0-99999999999"], "--seeds must be distinct seeds >= 0"),
+    (["--algo"], "expected one argument"),
+    (["--lab", "variance", "--lr-pi", "0.1"], "--lr-pi has no effect with --lab"),
 ]
 
 
