@@ -145,7 +145,7 @@ BAD = [
     (["--norm-obs", "maybe"], "--norm-obs must be one of on, off, auto"),
     (["--hidden", "²"], "--hidden must be positive layer sizes"),
     (["--env", ":CartPole-v1"], "cannot import"),
-    (["--num-steps", "100000000000", "--steps", "100000000000"], "the batch <= 10^7 steps"),
+    (["--num-envs", "1", "--num-steps", "100000000000", "--steps", "100000000000"], "the batch <= 10^7 steps"),
     (["--seeds", "0-99999999999"], "--seeds must be distinct seeds >= 0"),
     (["--algo"], "expected one argument"),
     (["--lab", "variance", "--lr-pi", "0.1"], "--lr-pi has no effect with --lab"),
