@@ -47,6 +47,20 @@ class NanRewardEnv(CounterEnv):
         return obs, (float("nan") if self.total > 300 else r), term, trunc, info
 
 
+class MixedEndEnv(CounterEnv):
+    """Seeded even, it terminates every 3 steps; seeded odd, it never does (a TimeLimit of 5 cuts it). Two of them,
+    seeded 0 and 1, end an episode on the same step 15, one by termination and one by truncation."""
+
+    def reset(self, seed=None, options=None):
+        if seed is not None:
+            self.every = 3 if seed % 2 == 0 else 10 ** 9
+        return super().reset(seed=seed)
+
+    def step(self, action):
+        obs, r, _, trunc, info = super().step(action)
+        return obs, r, self.t % self.every == 0, trunc, info
+
+
 class DictObsEnv(CounterEnv):
     def __init__(self):
         super().__init__()
@@ -58,7 +72,7 @@ for _name, _kw, _limit in [("Counter5Trunc-v0", dict(terminal=False), 5), ("Coun
                            ("MultiBinaryAct-v0", dict(space="multibinary"), 5)]:
     if _name not in gym.registry:
         gym.register(_name, entry_point=CounterEnv, kwargs=_kw, max_episode_steps=_limit)
-for _name, _cls in [("DictObs-v0", DictObsEnv), ("NanReward-v0", NanRewardEnv)]:
+for _name, _cls in [("DictObs-v0", DictObsEnv), ("NanReward-v0", NanRewardEnv), ("MixedEnd-v0", MixedEndEnv)]:
     if _name not in gym.registry:
         gym.register(_name, entry_point=_cls, max_episode_steps=5)
 
@@ -96,6 +110,30 @@ def test_truncation_bootstraps_and_termination_does_not(env_id, terminal):
     assert adv[4, 0] == pytest.approx(expected, abs=1e-12)
     assert b.obs[5, 0, 0] == 0.0                                        # the next row is the reset observation
     assert b.last_val[0] == pytest.approx(agent.value(np.array([[2.0]]))[0], abs=1e-12)  # s_12 = 2 steps in
+
+
+def test_on_a_step_where_one_env_terminates_and_another_is_cut_only_the_cut_bootstraps():
+    tr = trainer("test_runner:MixedEnd-v0", algo="vpg", num_envs=2, num_steps=15, steps=30, norm_obs="off")
+    tr.agent.v.theta[:] += np.random.default_rng(1).standard_normal(tr.agent.v.theta.size)
+    tr.start()
+    b = tr.collect()
+    tr.close()
+    assert b.terminated[14, 0] and not b.truncated[14, 0] and b.truncated[14, 1] and not b.terminated[14, 1]
+    assert b.final_val[14, 0] == 0.0 and b.final_val[14, 1] == pytest.approx(tr.agent.value(np.array([[5.0]]))[0])
+
+
+def test_a_truncated_step_bootstraps_from_v_of_the_normalised_final_observation():
+    """With observation normalisation on, final_val = V(normalise(final obs)), with the statistics of that moment:
+    the reset observations and the four steps before, 0 0 1 1 2 2 3 3 4 4 over the two envs."""
+    tr = trainer("Counter5Trunc-v0", algo="vpg", num_envs=2, num_steps=6, steps=12, norm_obs="on", norm_reward="off")
+    tr.agent.v.theta[:] += np.random.default_rng(1).standard_normal(tr.agent.v.theta.size)
+    tr.start()
+    b = tr.collect()
+    tr.close()
+    mean, var = numpy_statistics(np.repeat(np.arange(5.0), 2)[:, None])
+    want = tr.agent.value(np.clip((np.array([[5.0]]) - mean) / np.sqrt(var + 1e-8), -10, 10))[0]
+    assert b.truncated[4].all() and b.final_val[4] == pytest.approx([want, want], abs=1e-12)
+    assert abs(want - tr.agent.value(np.array([[5.0]]))[0]) > 1e-3  # normalising made a difference
 
 
 def test_collect_counts_steps_and_episodes_and_each_observation_enters_the_statistics_once():
