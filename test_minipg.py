@@ -745,3 +745,65 @@ def test_optimal_baseline_is_finite_for_a_parameter_with_no_gradient_in_float32(
     g = algos.pg_estimate(pi, obs, act, rng.standard_normal(40).astype(np.float32), np.repeat(np.arange(4), 10),
                           "optimal")
     assert g.dtype == np.float32 and np.all(np.isfinite(g)) and np.any(g != 0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 16. float32 in, float32 out; logits far apart; the deterministic action is the mode
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("head_name", HEADS)
+def test_float32_stays_float32_through_the_heads_the_policy_and_the_fvp(head_name):
+    """nets.py: everything is float64 unless the caller passes float32 arrays. Then every array the maths returns
+    is float32: one float64 temporary would turn the rest of a float32 update into float64."""
+    rng = np.random.default_rng(18)
+    pi = nets.Policy(OBS_DIM, HEADS[head_name](), (5,), rng=rng, dtype=np.float32)
+    head, obs = pi.head, rng.standard_normal((6, OBS_DIM)).astype(np.float32)
+    z, hs = pi.dist(obs)
+    z_old = z + rng.standard_normal(z.shape).astype(np.float32)
+    act = head.sample(z, rng)  # Gaussian actions come back float64 (rng.standard_normal); z sets the dtype
+    dz = head.dlogp(z, act)
+    v = rng.standard_normal(pi.n_params).astype(np.float32)
+    out = {"z": z, "log_prob": head.log_prob(z, act), "dlogp": dz, "entropy": head.entropy(z),
+           "dentropy": head.dentropy(z), "kl": head.kl(z_old, z), "dkl": head.dkl(z_old, z),
+           "fisher": head.fisher(z, dz), "backward": pi.backward(dz, hs), "jvp": pi.jvp(v, hs),
+           "per_sample_grads": nets.per_sample_grads(pi, hs, dz), "fvp": algos.fisher_vector_product(pi, z, hs, v, 0.1)}
+    assert {name: x.dtype for name, x in out.items() if x.dtype != np.float32} == {}
+
+
+def test_categorical_log_prob_entropy_and_kl_are_exact_for_logits_a_thousand_apart():
+    """_log_softmax subtracts the largest logit before exponentiating (log-sum-exp), so log pi, H and KL stay
+    finite and exact where exp(z) alone overflows (exp(710) = inf)."""
+    head = nets.Categorical(3)
+    z = np.array([[0.0, 1000.0, -1000.0], [-800.0, 0.0, 800.0], [750.0, 749.0, -750.0], [1e3, 1e3 - 1e-3, 1e3]])
+    z_old = z[:, ::-1].copy()
+
+    def log_softmax(z):  # log-sum-exp by NumPy's pairwise logaddexp
+        return z - np.logaddexp.reduce(z, axis=1, keepdims=True)
+
+    def close(a, b):  # elementwise: 1e-12 relative, or absolute below 1
+        return np.all(np.isfinite(a)) and np.all(np.abs(a - b) <= 1e-12 * np.maximum(np.abs(b), 1.0))
+
+    logp, logp_old = log_softmax(z), log_softmax(z_old)
+    for a in range(3):
+        assert close(head.log_prob(z, np.full(len(z), a)), logp[:, a])
+    assert close(head.entropy(z), -(np.exp(logp) * logp).sum(1))
+    assert close(head.kl(z_old, z), (np.exp(logp_old) * (logp_old - logp)).sum(1))
+    assert close(head.dlogp(z, np.zeros(len(z), int)), np.eye(3)[[0] * len(z)] - np.exp(logp))
+
+
+@pytest.mark.parametrize("head_name", HEADS)
+def test_the_deterministic_action_is_the_mode_of_pi(head_name):
+    """head.mode, the action of a deterministic evaluation, is the most probable action: no action is more
+    probable (categorical), and for the Gaussian the density there is its peak, prod_k 1/(sqrt(2 pi) sigma_k)."""
+    rng = np.random.default_rng(19)
+    head = HEADS[head_name]()
+    z = random_z(head, rng, 8)
+    logp_mode = head.log_prob(z, head.mode(z))
+    if head_name == "categorical":
+        every = np.stack([head.log_prob(z, np.full(len(z), a)) for a in range(head.n)], 1)  # (N, A)
+        assert np.array_equal(logp_mode, every.max(1))
+    else:
+        peak = -z[:, head.A:].sum(1) - head.A / 2 * np.log(2 * np.pi)
+        assert rel_err(logp_mode, peak) <= EXACT_TOL
+    for _ in range(20):
+        assert np.all(head.log_prob(z, head.sample(z, rng)) <= logp_mode)

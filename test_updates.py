@@ -792,3 +792,23 @@ def test_whole_episodes_keeps_exactly_the_steps_of_finished_episodes(pattern):
     expected = np.array([[t <= last[e] for e in range(len(envs))] for t in range(len(envs[0]))])
     keep = algos.whole_episodes(done)
     assert keep.dtype == bool and np.array_equal(keep, expected)
+
+
+@pytest.mark.parametrize("head_name", HEADS)
+def test_ppo_penalty_ppo_rule_keeps_beta_while_the_kl_is_within_a_factor_1_5_of_the_target(head_name):
+    """The PPO paper's rule moves beta only once the KL leaves [d_targ / 1.5, 1.5 d_targ]. The KL of the update
+    does not depend on d_targ (PPO-Penalty does not stop early), so measure it once, then put d_targ around it:
+    just above KL / 1.5, at KL, and just below 1.5 KL."""
+    fields = dict(beta_rule="ppo", epochs=2, minibatch=10, ent_coef=0.01)
+    probe = make_agent(head_name)
+    probe.beta = 0.3  # carried from an earlier update
+    kl = algos.update_ppo_penalty(probe, make_batch(probe), algos.Hyper(target_kl=1.0, **fields),
+                                  np.random.default_rng(11))["kl"]
+    assert kl > 0
+    for target in (kl / 1.45, kl, 1.45 * kl):
+        agent = make_agent(head_name)
+        agent.beta = 0.3
+        info = algos.update_ppo_penalty(agent, make_batch(agent), algos.Hyper(target_kl=target, **fields),
+                                        np.random.default_rng(11))
+        assert rel_err(info["kl"], kl) <= REL_TOL and info["beta"] == 0.3
+        assert agent.beta == 0.3, (target, kl)
