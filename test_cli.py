@@ -330,8 +330,8 @@ def test_a_double_sigint_leaves_a_loadable_checkpoint(gap_ms, tmp_path):
 @pytest.mark.slow
 def test_sigint_then_resume_continues_and_extends(tmp_path):
     out = str(tmp_path / "int")
-    p = _start(*LONG_RUN, "--out", out, "--save-every-s", "1000")
-    _wait_rows(out, 4, p)
+    p = _start(*LONG_RUN[:2], "--steps", "40960", "--eval-episodes", "1", "--out", out, "--save-every-s", "1000")
+    _wait_rows(out, 4, p)  # of 160 iterations
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and f"--resume {out}" in err and "Traceback" not in err, err
@@ -342,10 +342,10 @@ def test_sigint_then_resume_continues_and_extends(tmp_path):
     r = _run("--resume", out, "--steps", str(256))
     one_line_exit(r, 2)
     assert "can only be extended" in r.stderr
-    r = _run("--resume", out, "--steps", str((it + 2) * 256))
+    r = _run("--resume", out, "--steps", str(162 * 256))
     assert r.returncode == 0 and "extending" in r.stdout, r.stderr
     rows = [int(r["iter"]) for r in csv.DictReader(open(os.path.join(out, "progress.csv")))]
-    assert rows == list(range(1, it + 3)) and json.load(open(os.path.join(out, "summary.json")))["total_steps"] == (it + 2) * 256
+    assert rows == list(range(1, 163)) and json.load(open(os.path.join(out, "summary.json")))["total_steps"] == 162 * 256
 
 
 @pytest.mark.slow
