@@ -109,7 +109,8 @@ NETS_MUTANTS = mutants(
      "log-sum-exp shifted by the smallest logit: overflows for logits far apart"),
     ("take-kernel-off-by-one", "out[i] = x[i, a[i]]", "out[i] = x[i, a[i] - 1]", "log_prob of the wrong action"),
     ("inverse-cdf-no-cumsum", "c += p[i, j]", "c = p[i, j]", "sampling compares p_j, not the CDF, with u"),
-    ("categorical-mode-argmin", "return z.argmax(1)", "return z.argmin(1)", "the greedy action is the least likely one"),
+    ("categorical-mode-argmin", "return z.argmax(1)", "return z.argmin(1)",
+     "the greedy action is the least likely one"),
     ("categorical-dlogp-sign", "g = -_softmax(z)  # (N, A)", "g = _softmax(z)  # (N, A)",
      "d log pi/dz = onehot + p (sign flip)"),
     ("categorical-dlogp-onehot-off-by-one", "a.astype(np.int64, copy=False)] += 1.0",
@@ -197,10 +198,12 @@ NETS_MUTANTS = mutants(
     ("clip-grad-norm-inverted", "norm > max_norm:", "norm < max_norm:", "clips the small gradients, not the large"),
     ("clip-grad-norm-no-sqrt", "norm = float(np.sqrt(grad @ grad))", "norm = float(grad @ grad)",
      "squared norm compared with max_norm"),
-    ("clip-grad-norm-zero-not-off", "max_norm is not None and max_norm > 0 and", "max_norm is not None and max_norm >= 0 and",
+    ("clip-grad-norm-zero-not-off", "max_norm is not None and max_norm > 0 and",
+     "max_norm is not None and max_norm >= 0 and",
      "max_grad_norm = 0 zeroes the gradient instead of switching the clip off"),
     ("agent-act-deterministic-inverted", "a = self.pi.head.mode(z) if deterministic else",
-     "a = self.pi.head.mode(z) if not deterministic else", "acting samples when asked for the greedy action, and vice versa"),
+     "a = self.pi.head.mode(z) if not deterministic else",
+     "acting samples when asked for the greedy action, and vice versa"),
     ("agent-v-lr-swapped", "(self.v.theta.size, lr=lr_v,", "(self.v.theta.size, lr=lr_pi,",
      "the critic's optimiser gets the policy's learning rate"),
 )
@@ -213,8 +216,10 @@ ALGOS_MUTANTS = mutants(
     "algos.py",
     # discount_cumsum, gae, trajectory_sums (numba kernels)
     ("discount-cumsum-reset-after-reward",
-     "            if done[t, e]:\n                running[e] = 0.0\n            running[e] = rew[t, e] + gamma * running[e]",
-     "            running[e] = rew[t, e] + gamma * running[e]\n            if done[t, e]:\n                running[e] = 0.0",
+     "            if done[t, e]:\n                running[e] = 0.0\n"
+     "            running[e] = rew[t, e] + gamma * running[e]",
+     "            running[e] = rew[t, e] + gamma * running[e]\n"
+     "            if done[t, e]:\n                running[e] = 0.0",
      "reward-to-go reset after adding r_t, so done steps get 0"),
     ("discount-cumsum-no-gamma", "running[e] = rew[t, e] + gamma * running[e]", "running[e] = rew[t, e] + running[e]",
      "reward-to-go undiscounted (dropped factor)"),
@@ -231,7 +236,8 @@ ALGOS_MUTANTS = mutants(
      "td = r + gamma V' + V"),
     ("trajectory-sums-h-drops-phi", "h_tau[k, p] += G[t, p] * phi[t]", "h_tau[k, p] += G[t, p]",
      "h(tau) = g(tau) (dropped factor Phi_t)"),
-    ("trajectory-sums-episode-off-by-one", "k = ep[t]", "k = ep[t - 1]", "sample t added to the previous one's episode"),
+    ("trajectory-sums-episode-off-by-one", "k = ep[t]", "k = ep[t - 1]",
+     "sample t added to the previous one's episode"),
     # flat, whole_episodes, explained_variance
     ("flat-time-major", "return x.swapaxes(0, 1).reshape(-1, *x.shape[2:])", "return x.reshape(-1, *x.shape[2:])",
      "flat is time-major: episodes interleave across envs (transpose)"),
@@ -256,7 +262,8 @@ ALGOS_MUTANTS = mutants(
      "accepts a step that makes the surrogate worse"),
     ("line-search-kl-inverted", "if kl <= max_kl and surr > surr_old:", "if kl >= max_kl and surr > surr_old:",
      "accepts only steps that break the KL bound"),
-    ("line-search-shrink-off-by-one", "theta = theta_old + coef ** j * step", "theta = theta_old + coef ** (j + 1) * step",
+    ("line-search-shrink-off-by-one", "theta = theta_old + coef ** j * step",
+     "theta = theta_old + coef ** (j + 1) * step",
      "the full step is never tried"),
     ("line-search-failure-keeps-last", "    return theta_old, iters", "    return theta, iters",
      "no step accepted, but the last (rejected) one is kept"),
@@ -264,7 +271,8 @@ ALGOS_MUTANTS = mutants(
     ("fit-value-sign", "agent.v.backward((out - ret[mb, None]) / len(mb), hs)",
      "agent.v.backward((ret[mb, None] - out) / len(mb), hs)", "critic regression climbs the loss"),
     ("fit-value-no-shuffle", "np.array_split(rng.permutation(N), max(1, N // hp.v_minibatch))",
-     "np.array_split(np.arange(N), max(1, N // hp.v_minibatch))", "critic minibatches in rollout order, never shuffled"),
+     "np.array_split(np.arange(N), max(1, N // hp.v_minibatch))",
+     "critic minibatches in rollout order, never shuffled"),
     ("fit-value-one-minibatch-more", "max(1, N // hp.v_minibatch)", "max(1, N // hp.v_minibatch + 1)",
      "critic minibatches one more than N // v_minibatch"),
     ("normalise-std-no-1/N", "np.sqrt(d @ d / len(d))", "np.sqrt(d @ d)", "std without its 1/N"),
@@ -298,7 +306,8 @@ ALGOS_MUTANTS = mutants(
      "ep = np.cumsum(flat(done)[keep])", "episode index changes at the last step, not after it"),
     ("reinforce-R-tau-off-by-one", "np.flatnonzero(np.diff(ep)) + 1]", "np.flatnonzero(np.diff(ep))]",
      "R(tau) read from the previous episode's last step"),
-    ("reinforce-phi-inverted", 'phi = R_tau if hp.phi == "return" else ret', 'phi = R_tau if hp.phi != "return" else ret',
+    ("reinforce-phi-inverted", 'phi = R_tau if hp.phi == "return" else ret',
+     'phi = R_tau if hp.phi != "return" else ret',
      "phi='rtg' uses R(tau) and vice versa"),
     ("reinforce-ascent-sign", "agent.opt_pi.step(agent.pi.theta, -g)", "agent.opt_pi.step(agent.pi.theta, g)",
      "REINFORCE descends the gradient"),
@@ -353,7 +362,8 @@ ALGOS_MUTANTS = mutants(
      "A = normalise(adv)[mb] if hp.norm_adv else adv[mb]", "normalised over the batch, not the minibatch"),
     ("ppo-minibatch-count-swapped", "np.array_split(rng.permutation(N), max(1, N // hp.minibatch))",
      "np.array_split(rng.permutation(N), hp.minibatch)", "minibatch size used as the number of minibatches"),
-    ("ppo-entropy-sign", "dz -= hp.ent_coef * head.dentropy(z) / len(mb)", "dz += hp.ent_coef * head.dentropy(z) / len(mb)",
+    ("ppo-entropy-sign", "dz -= hp.ent_coef * head.dentropy(z) / len(mb)",
+     "dz += hp.ent_coef * head.dentropy(z) / len(mb)",
      "PPO penalises entropy"),
     ("ppo-entropy-drops-1/n", "dz -= hp.ent_coef * head.dentropy(z) / len(mb)", "dz -= hp.ent_coef * head.dentropy(z)",
      "entropy bonus summed over the minibatch"),
@@ -377,7 +387,8 @@ ALGOS_MUTANTS = mutants(
      "eps annealed exactly when anneal_clip is off"),
     ("ppo-loss-pi-max", "loss_pi = -np.mean(np.minimum(", "loss_pi = -np.mean(np.maximum(",
      "the logged loss_pi takes the max"),
-    ("ppo-clipfrac-drops-1", "np.abs(ratio - 1) > clip_eps", "np.abs(ratio) > clip_eps", "clipfrac of |r|, not |r - 1|"),
+    ("ppo-clipfrac-drops-1", "np.abs(ratio - 1) > clip_eps", "np.abs(ratio) > clip_eps",
+     "clipfrac of |r|, not |r - 1|"),
     # update_ppo_penalty
     ("ppo-penalty-beta-rule-inverted", "agent.beta *= 2.0\n    elif kl < target / 1.5:\n        agent.beta /= 2.0",
      "agent.beta /= 2.0\n    elif kl < target / 1.5:\n        agent.beta *= 2.0",
@@ -486,7 +497,8 @@ def die(message):
 
 def check(mutant_list):
     """Every target occurs exactly once, every mutated file still compiles, names are unique; else exit 2."""
-    errors, seen = [f"{name}: in EXTRA but not a mutant" for name in sorted(EXTRA - {m.name for m in mutant_list})], set()
+    errors = [f"{name}: in EXTRA but not a mutant" for name in sorted(EXTRA - {m.name for m in mutant_list})]
+    seen = set()
     for m in mutant_list:
         if m.name in seen:
             errors.append(f"{m.name}: duplicate name")
