@@ -17,6 +17,7 @@ import argparse
 import csv
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import os
@@ -36,6 +37,7 @@ import numpy as np  # noqa: E402
 
 import algos  # noqa: E402
 import nets  # noqa: E402
+import vecenv  # noqa: E402
 
 
 class UsageError(Exception):
@@ -59,7 +61,8 @@ class Run:
     seed: int = _opt(0, "random seed, >= 0 (one np.random.Generator per run; env i is seeded seed + i)")
     num_envs: int = _opt(8, "E, parallel envs")
     num_steps: int = _opt(32, "T, steps per env per batch; the batch is E*T")
-    vec: str = _opt("sync", "sync (SyncEnvs: the envs in a plain loop) | async (AsyncVectorEnv: a process per env)")
+    vec: str = _opt("sync", "sync (the envs in a loop) | procs (half of them in a second process) | async (gymnasium's"
+                    " AsyncVectorEnv, a process per env)")
     hidden: str = _opt("64,64", "hidden layer sizes, comma-separated")
     activation: str = _opt("tanh", "tanh | relu")
     dtype: str = _opt("float32", "float32 | float64 for training (float32 is faster, bench/; the tests use float64)")
@@ -72,7 +75,7 @@ class Run:
     target: float = _opt(None, "return threshold for steps_to_threshold (None: the env's reward_threshold)", float)
     save_every_s: float = _opt(30.0, "write policy.npz every this many seconds and at the end (0: every iteration)")
     log_every: int = _opt(0, "print a progress line every this many iterations (0: about 40 lines per run)")
-    preset: str = _opt("", "named hyperparameter set, applied before your flags: mujoco | pendulum")
+    preset: str = _opt("", "named hyperparameter set, applied before your flags: mujoco | lunarlander | pendulum")
 
 
 # Defaults per algorithm, applied before --preset and your flags; they solve CartPole-v1. PPO: rl-zoo's tuned
@@ -93,14 +96,19 @@ ALGO_DEFAULTS = {
 
 # Named presets for other task families (--preset NAME), shown in --help and the README.
 PRESETS = {
-    # MuJoCo (HalfCheetah-v5 and kin). PPO: CleanRL's ppo_continuous_action (1 env x 2048, 10 epochs of 64, lr 3e-4
+    # MuJoCo (HalfCheetah-v5 and kin). PPO: CleanRL's ppo_continuous_action (a batch of 2048, 10 epochs of 64, lr 3e-4
     # annealed, normalised observations and rewards) with log sigma_0 = -1 and a constant clip range: at 200k steps
     # that was 3100 on HalfCheetah against 860 with log sigma_0 = 0 and a decaying clip (bench/). TRPO: sb3-contrib's
-    # zoo values (delta 0.04, CG damping 0.1, 20 critic epochs of minibatch 128 at lr 1e-3).
-    "mujoco": dict(env="HalfCheetah-v5", num_envs=1, num_steps=2048, minibatch=64, epochs=10, lr_pi=3e-4, lr_v=1e-3,
-                   anneal_lr=True, anneal_clip=False, gamma=0.99, lam=0.95, max_grad_norm=0.5, init_log_std=-1.0,
+    # zoo values (delta 0.04, CG damping 0.1, 20 critic epochs of minibatch 128 at lr 1e-3). The batch is 8 envs x 256
+    # steps (CleanRL: 1 x 2048), half of them in a second process, so the policy runs once per 8 env steps and two
+    # cores run physics (bench/rollout.md).
+    "mujoco": dict(env="HalfCheetah-v5", num_envs=8, num_steps=256, vec="procs", minibatch=64, epochs=10, lr_pi=3e-4,
+                   lr_v=1e-3, anneal_lr=True, anneal_clip=False, gamma=0.99, lam=0.95, max_grad_norm=0.5, init_log_std=-1.0,
                    norm_obs="on", norm_reward="on", steps=1_000_000, max_kl=0.04, cg_damping=0.1, cg_iters=15,
                    v_iters=20, v_minibatch=128),
+    # rl-zoo's LunarLander-v3 PPO: 16 envs x 1024, 4 epochs of 64, gamma 0.999, lambda 0.98, entropy bonus 0.01
+    "lunarlander": dict(env="LunarLander-v3", num_envs=16, num_steps=1024, minibatch=64, epochs=4, gamma=0.999,
+                        lam=0.98, ent_coef=0.01, lr_pi=3e-4, anneal_lr=False, anneal_clip=False, steps=1_000_000),
     # rl-zoo's Pendulum PPO without gSDE: 4 envs x 1024, 10 epochs of 64, gamma 0.9
     # (no normalisation, as in the zoo: with it the final evaluation was -740 at 100k, without it -159; bench/)
     "pendulum": dict(env="Pendulum-v1", num_envs=4, num_steps=1024, minibatch=64, epochs=10, gamma=0.9, lam=0.95,
@@ -209,7 +217,7 @@ def parse_seeds(text):
 
 CHOICES = {"algo": tuple(algos.UPDATES), "phi": ("return", "rtg"), "baseline": ("none", "mean", "optimal", "v"),
            "beta_rule": ("ppo", "additive"), "optimiser": tuple(nets.OPTIMISERS), "activation": nets.ACTIVATIONS,
-           "vec": ("sync", "async"), "dtype": ("float32", "float64"), "norm_obs": ("on", "off", "auto"),
+           "vec": ("sync", "procs", "async"), "dtype": ("float32", "float64"), "norm_obs": ("on", "off", "auto"),
            "norm_reward": ("on", "off", "auto"), "preset": ("", *PRESETS)}
 
 
@@ -344,40 +352,16 @@ def spaces_of(env_id):
 
 
 def make_envs(env_id, n, vec="sync"):
-    """E copies of the env as one vector env with SAME_STEP autoreset: on the step an episode ends, the env
-    resets at once and info['final_obs'][i] holds its true last observation (for bootstrapping truncations).
-    'sync' is SyncEnvs below; 'async' is gymnasium's AsyncVectorEnv (one process per env)."""
+    """E copies of the env as one vector env with SAME_STEP autoreset (vecenv.py): 'sync' steps them in a loop,
+    'procs' half of them in a second process; 'async' is gymnasium's AsyncVectorEnv (a process per env, a pipe
+    round trip per env per step: 143 us a HalfCheetah step against 52 us for the env alone, bench/rollout.md)."""
     if vec == "async":
         return gym.vector.AsyncVectorEnv([lambda: make_env(env_id) for _ in range(n)],
                                          autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    return SyncEnvs([make_env(env_id) for _ in range(n)])
-
-
-class SyncEnvs:
-    """gymnasium's SyncVectorEnv with SAME_STEP autoreset, cut down to what collect() uses: the same envs, the
-    same seeds (env i gets seed + i) and the same observations, but a plain loop. Its generic space handling
-    (numpy-scalar actions, batched infos) cost about 40% of CartPole's step time (bench/results.md)."""
-
-    def __init__(self, envs):
-        self.envs, self.num_envs = envs, len(envs)
-        self.single_observation_space, self.single_action_space = envs[0].observation_space, envs[0].action_space
-
-    def reset(self, seed=None):
-        return np.stack([e.reset(seed=None if seed is None else seed + i)[0] for i, e in enumerate(self.envs)]), {}
-
-    def step(self, actions):
-        """actions (E,) ints or (E, A) -> obs (E, obs_dim), rew, terminated, truncated (E,), {'final_obs': {i: obs}}."""
-        obs, final = [None] * self.num_envs, {}
-        rew, term, trunc = np.zeros(self.num_envs), np.zeros(self.num_envs, bool), np.zeros(self.num_envs, bool)
-        for i, (env, a) in enumerate(zip(self.envs, actions.tolist() if actions.ndim == 1 else actions)):
-            obs[i], rew[i], term[i], trunc[i], _ = env.step(a)  # Python ints: Discrete.contains' fast path
-            if term[i] or trunc[i]:
-                final[i], (obs[i], _) = obs[i], env.reset()
-        return np.array(obs), rew, term, trunc, {"final_obs": final}
-
-    def close(self):
-        for env in self.envs:
-            env.close()
+    if vec == "procs" and n > 1:
+        sp = spaces_of(env_id)
+        return vecenv.ProcEnvs(functools.partial(make_env, env_id), n, sp.obs_dim, 0 if sp.discrete else sp.n_act)
+    return vecenv.SyncEnvs([make_env(env_id) for _ in range(n)])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -579,7 +563,7 @@ class Trainer:
         a = self.agent
         a.pi.theta, a.v.theta[:] = s["theta_pi"], s["theta_v"]
         for n, o in (("pi", a.opt_pi), ("v", a.opt_v)):
-            o.load({k: s[f"opt_{n}_{k}"] for k in ("m", "v", "t")})
+            o.load({k: s[f"opt_{n}_{k}"] for k in o.state()})
         a.beta = float(s["beta"]) if self.run.algo == "ppo-penalty" else None
         self.norm.load({k[5:]: x for k, x in s.items() if k.startswith("norm_")})
         self.episodes = [(int(st), float(r), int(n)) for st, r, n in s["episodes"]]
@@ -836,7 +820,7 @@ def train(tr, out, resumed=None, overwrite=False, quiet=False):
             print(f"stopped at once: the checkpoint of iteration {saved} is kept. Continue with:\n  python minipg.py "
                   f"--resume {out}", file=sys.stderr, flush=True)
             raise
-        except (RunError, OSError) as e:
+        except (RunError, vecenv.EnvError, OSError) as e:
             raise RunError(f"{e}; training stopped, the last good checkpoint is kept in {ck_path} (iteration {saved})")
         finally:
             tr.close()

@@ -13,10 +13,9 @@ Conventions: a trailing shape comment `# (N, D)` where an array is made. N = sam
 (D = A logits, or 2A for mean and log-std), P = number of parameters. Everything is float64 unless the
 caller passes float32 arrays. This file imports only numpy and numba, so it can be copied into coursework.
 
-Speed: matrix products go to BLAS through NumPy. The elementwise work around them (bias add, column sums,
-activation derivatives, softmax, the Gaussian log-density, the Adam step) is done by small numba loops named
-_like_this, each next to the formula it computes: on minibatches of 64-256 rows NumPy's per-call overhead
-cost more than the arithmetic (bench/kernels.md).
+Speed: matrix products go to BLAS through NumPy, and the MLP and the optimisers are written as their equations.
+Numba compiles the loops that are loops in the maths (log-sum-exp, inverse-CDF sampling, the per-sample gradients)
+and the Gaussian log-density, whose body is its formula in array notation (bench/kernels.md measures each).
 """
 import math
 
@@ -33,43 +32,6 @@ def orthogonal(rng, n_in, n_out, gain):
     q = q * np.sign(np.diag(r))  # make the decomposition unique, so the init is uniform over orthogonal matrices
     W = q if n_in >= n_out else q.T
     return gain * W[:n_in, :n_out]
-
-
-# The elementwise work around each matmul, as numba loops: on (256, 64) arrays one pass each, where NumPy
-# made two or three passes and temporaries for a broadcast bias add, a column sum or d * (1 - h^2).
-
-@njit(cache=True)
-def _add_row(a, b):
-    """a += b for a (N, n), b (n,), in place."""
-    for i in range(a.shape[0]):
-        for j in range(a.shape[1]):
-            a[i, j] += b[j]
-
-
-@njit(cache=True)
-def _sum_rows(d, out):
-    """out = d.sum(0) for d (N, n), out (n,)."""
-    out[:] = 0.0
-    for i in range(d.shape[0]):
-        for j in range(d.shape[1]):
-            out[j] += d[i, j]
-
-
-@njit(cache=True)
-def _mul_dtanh(d, h):
-    """d *= tanh'(a) = 1 - h^2, in place, with h = tanh(a)."""
-    for i in range(d.shape[0]):
-        for j in range(d.shape[1]):
-            d[i, j] *= 1.0 - h[i, j] * h[i, j]
-
-
-@njit(cache=True)
-def _mul_drelu(d, h):
-    """d *= relu'(a) = [h > 0], in place, with h = relu(a)."""
-    for i in range(d.shape[0]):
-        for j in range(d.shape[1]):
-            if h[i, j] <= 0.0:
-                d[i, j] = 0.0
 
 
 class MLP:
@@ -96,28 +58,24 @@ class MLP:
         for l, (i, o) in enumerate(shapes):  # gains: sqrt(2) hidden, out_gain (0.01 policy, 1.0 value) last
             self.W[l][:] = orthogonal(rng, i, o, out_gain if l == len(shapes) - 1 else hidden_gain)
 
-    def _act(self, a):
-        """f(a), in place: a is a fresh temporary."""
-        return np.tanh(a, out=a) if self.activation == "tanh" else np.maximum(a, 0, out=a)
+    def f(self, a):
+        """The activation f(a): tanh or relu."""
+        return np.tanh(a) if self.activation == "tanh" else np.maximum(a, 0)
 
-    def _dact(self, h):
+    def df(self, h):
         """f'(a) written in terms of h = f(a): tanh' = 1 - h^2, relu' = [h > 0]."""
-        return 1.0 - h * h if self.activation == "tanh" else (h > 0).astype(h.dtype)
-
-    def _mul_dact(self, d, h):
-        """d *= f'(a), in place, in one pass (the numba kernels above)."""
-        (_mul_dtanh if self.activation == "tanh" else _mul_drelu)(d, h)
+        return 1 - h**2 if self.activation == "tanh" else (h > 0).astype(h.dtype)
 
     def forward(self, x):
         """x: (N, n_in) -> y: (N, n_out), cache = the input of every layer [x, h_1, ..., h_{L-1}]."""
         if x.ndim != 2 or x.shape[1] != self.sizes[0]:
             raise ValueError(f"MLP input must have shape (N, {self.sizes[0]}), got {x.shape}")
-        hs = [x]
-        for l in range(len(self.W)):
-            a = np.dot(hs[-1], self.W[l])  # (N, n_{l+1}) = h W (np.dot: see backward)
-            _add_row(a, self.b[l])  # a += b
-            hs.append(self._act(a) if l < len(self.W) - 1 else a)
-        return hs.pop(), hs
+        h, hs, L = x, [], len(self.W)
+        for l, (W, b) in enumerate(zip(self.W, self.b)):
+            hs.append(h)
+            a = h @ W + b  # (N, n_{l+1})
+            h = self.f(a) if l < L - 1 else a  # the last layer is linear
+        return h, hs
 
     def deltas(self, dy, hs):
         """Backprop dy (N, n_out) through the layers; yields (l, d_l) with d_l = dLoss/d(pre-activation of layer l)."""
@@ -127,21 +85,16 @@ class MLP:
         for l in range(len(self.W) - 1, -1, -1):
             yield l, d
             if l > 0:
-                d = np.dot(d, self.W[l].T)  # (N, n_l)
-                self._mul_dact(d, hs[l])  # d *= f'(a_l)
+                d = (d @ self.W[l].T) * self.df(hs[l])  # (N, n_l): d_{l-1} = (d_l W_l^T) * f'(a_{l-1})
 
     def backward(self, dy, hs):
-        """Returns (dtheta (P,), dx (N, n_in)): the gradient of sum_i <dy_i, y_i> w.r.t. parameters and inputs.
-        Products d W^T use np.dot rather than @: for the value head's (N, 1) x (1, 64) product, @ takes a slow
-        path (about 5x slower at N = 256; bench/kernels.md), and np.dot costs less per call on small arrays."""
+        """Returns (dtheta (P,), dx (N, n_in)): the gradient of sum_i <dy_i, y_i> w.r.t. parameters and inputs."""
         dtheta = np.empty_like(self.theta)
         dW, db = self._views(dtheta)
         for l, d in self.deltas(dy, hs):
-            np.matmul(hs[l].T, d, out=dW[l])  # dW = h^T d, (n_in, n_out)
-            _sum_rows(d, db[l])  # db = d.sum(0)
-            if l == 0:
-                dx = np.dot(d, self.W[0].T)  # (N, n_in)
-        return dtheta, dx
+            dW[l][:] = hs[l].T @ d  # (n_in, n_out)
+            db[l][:] = d.sum(0)  # (n_out,)
+        return dtheta, d @ self.W[0].T  # dx: (N, n_in)
 
     def jvp(self, dtheta, hs):
         """Forward-mode derivative (the R-op): dy = J dtheta, (N, n_out), for a parameter direction dtheta (P,)."""
@@ -150,7 +103,7 @@ class MLP:
         for l in range(len(self.W)):
             da = dh @ self.W[l] + hs[l] @ dW[l] + db[l]  # product rule on a = h W + b
             if l < len(self.W) - 1:
-                dh = self._dact(hs[l + 1]) * da
+                dh = self.df(hs[l + 1]) * da  # dh = f'(a) da
         return da
 
     def _views(self, flat):
@@ -169,8 +122,8 @@ class MLP:
 
 @njit(cache=True)
 def _log_softmax(z):
-    """log softmax of each row of z (N, A): z_j - m - log sum_k exp(z_k - m), with m = max_k z_k for stability.
-    A loop (numba) because NumPy's reductions along a short last axis cost more than the arithmetic."""
+    """log softmax of each row of z (N, A): z_j - m - log sum_k exp(z_k - m), with m = max_k z_k for stability
+    (log-sum-exp), as the loop it is: NumPy's reductions along a short last axis cost more than the arithmetic."""
     out = np.empty_like(z)  # (N, A)
     for i in range(z.shape[0]):
         m = z[i, 0]
@@ -187,15 +140,6 @@ def _log_softmax(z):
 
 def _softmax(z):
     return np.exp(_log_softmax(z))  # (N, A)
-
-
-@njit(cache=True)
-def _take(x, a):
-    """x[i, a_i] for every row i: x (N, A), a (N,) ints -> (N,)."""
-    out = np.empty(x.shape[0], x.dtype)
-    for i in range(x.shape[0]):
-        out[i] = x[i, a[i]]
-    return out
 
 
 @njit(cache=True)
@@ -231,12 +175,12 @@ class Categorical:
 
     def log_prob(self, z, a):
         """log pi(a|s) = z_a - log sum_j exp z_j."""
-        return _take(_log_softmax(z), a.astype(np.int64, copy=False))  # (N,)
+        return _log_softmax(z)[np.arange(len(a)), a]  # (N,)
 
     def dlogp(self, z, a):
         """d log pi(a|s) / dz = onehot(a) - p."""
         g = -_softmax(z)  # (N, A)
-        g[np.arange(len(a)), a.astype(np.int64, copy=False)] += 1.0
+        g[np.arange(len(a)), a] += 1
         return g
 
     def entropy(self, z):
@@ -278,18 +222,24 @@ class DiagGaussian:
 
     def sample(self, z, rng):
         mu, log_std = self._split(z)
-        return mu + np.exp(log_std) * rng.standard_normal(mu.shape)  # a = mu + sigma * eps, (N, A)
+        eps = rng.standard_normal(mu.shape).astype(mu.dtype)  # (N, A); in z's dtype, so float32 stays float32
+        return mu + np.exp(log_std) * eps  # a = mu + sigma * eps
 
     def mode(self, z):
         return self._split(z)[0]
 
     def log_prob(self, z, a):
-        """log pi(a|s) = -1/2 sum_k ((a_k - mu_k)/sigma_k)^2 - sum_k log sigma_k - A/2 log(2 pi)."""
-        return _gaussian_log_prob(z, a)  # (N,)
+        """log pi(a|s) = -1/2 sum_k u_k^2 - sum_k log sigma_k - A/2 log(2 pi), with u = (a - mu)/sigma."""
+        mu, log_std = self._split(z)
+        u = (a - mu) / np.exp(log_std)  # (N, A)
+        return -0.5 * (u**2).sum(1) - log_std.sum(1) - 0.5 * self.A * math.log(2 * math.pi)  # (N,)
 
     def dlogp(self, z, a):
-        """d log pi / d mu = (a - mu) / sigma^2,  d log pi / d log_std = ((a - mu)/sigma)^2 - 1."""
-        return _gaussian_dlogp(z, a)  # (N, 2A)
+        """d log pi / d mu = u / sigma,  d log pi / d log_std = u^2 - 1, with u = (a - mu)/sigma."""
+        mu, log_std = self._split(z)
+        sigma = np.exp(log_std)
+        u = (a - mu) / sigma  # (N, A)
+        return np.concatenate([u / sigma, u**2 - 1], 1)  # (N, 2A)
 
     def entropy(self, z):
         """H = sum_k (log sigma_k + 1/2 log(2 pi e))."""
@@ -316,35 +266,6 @@ class DiagGaussian:
         takes sigma itself as the parameter, which gives 2/sigma^2; we use log sigma.)"""
         log_std = self._split(z)[1]
         return np.concatenate([dz[:, :self.A] / np.exp(2 * log_std), 2.0 * dz[:, self.A:]], 1)  # (N, 2A)
-
-
-# The two Gaussian formulas above as loops: on a minibatch of 64 they were a dozen NumPy calls each.
-
-@njit(cache=True)
-def _gaussian_log_prob(z, a):
-    """z = [mu, log_std] (N, 2A), a (N, A) -> sum_k (-1/2 u_k^2 - log_std_k) - A/2 log(2 pi), u = (a - mu)/sigma."""
-    N, A = a.shape
-    out = np.empty(N, z.dtype)
-    for i in range(N):
-        s = -0.5 * A * math.log(2 * math.pi)
-        for k in range(A):
-            u = (a[i, k] - z[i, k]) * math.exp(-z[i, A + k])
-            s -= 0.5 * u * u + z[i, A + k]
-        out[i] = s
-    return out
-
-
-@njit(cache=True)
-def _gaussian_dlogp(z, a):
-    """z = [mu, log_std] (N, 2A), a (N, A) -> [u/sigma, u^2 - 1] (N, 2A), u = (a - mu)/sigma."""
-    N, A = a.shape
-    out = np.empty((N, 2 * A), z.dtype)
-    for i in range(N):
-        for k in range(A):
-            inv_sigma = math.exp(-z[i, A + k])
-            u = (a[i, k] - z[i, k]) * inv_sigma
-            out[i, k], out[i, A + k] = u * inv_sigma, u * u - 1.0
-    return out
 
 
 class Policy:
@@ -432,21 +353,21 @@ def per_sample_grads(policy, hs, dz):
 # ---------------------------------------------------------------------------------------------------------------
 
 class Adam:
-    """Adam (Kingma & Ba 2015), the optimiser 003 §7 recommends for policy gradients:
-    m <- b1 m + (1-b1) g; v <- b2 v + (1-b2) g^2; theta -= lr mhat / (sqrt(vhat) + eps)."""
+    """Adam (Kingma & Ba 2015, Algorithm 1), the optimiser 003 §7 recommends for policy gradients."""
 
     def __init__(self, n, lr=3e-4, betas=(0.9, 0.999), eps=1e-8, dtype=np.float64):
         self.lr, self.betas, self.eps = lr, betas, eps
-        self.m, self.v, self.t = np.zeros(n, dtype), np.zeros(n, dtype), 0
+        self.m, self.v, self.t = np.zeros(n, dtype), np.zeros(n, dtype), 0  # (P,) first and second moments
 
-    def step(self, theta, grad, lr=None):
-        """Returns the new theta; m and v are updated in place. mhat / (sqrt(vhat) + eps) is computed as
-        m / (sqrt(v) + eps sqrt(1 - b2^t)) times sqrt(1 - b2^t) / (1 - b1^t), folded into the step size."""
-        b1, b2 = self.betas
+    def step(self, theta, g, lr=None):
+        """Returns theta moved down g; m, v and t are updated."""
+        b1, b2, lr = *self.betas, self.lr if lr is None else lr
         self.t += 1
-        step_size = (self.lr if lr is None else lr) * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
-        eps = self.eps * math.sqrt(1 - b2 ** self.t)
-        return _adam(theta, grad, self.m, self.v, *np.array([b1, 1 - b1, b2, 1 - b2, step_size, eps], theta.dtype))
+        self.m = b1 * self.m + (1 - b1) * g
+        self.v = b2 * self.v + (1 - b2) * g**2
+        mhat = self.m / (1 - b1**self.t)  # bias corrections: m and v start at 0
+        vhat = self.v / (1 - b2**self.t)
+        return theta - lr * mhat / (np.sqrt(vhat) + self.eps)
 
     def state(self):
         return {"m": self.m, "v": self.v, "t": np.array(self.t)}
@@ -455,31 +376,25 @@ class Adam:
         self.m, self.v, self.t = state["m"].copy(), state["v"].copy(), int(state["t"])
 
 
-class RMSprop(Adam):
-    """RMSprop as in A2C / SB3 (torch.optim.RMSprop): v <- a v + (1-a) g^2; theta -= lr g / (sqrt(v) + eps).
-    (m and betas[0] are unused.)"""
+class RMSprop:
+    """RMSprop (Tieleman & Hinton 2012) as A2C and SB3 use it (torch.optim.RMSprop): no momentum, no bias correction."""
 
     def __init__(self, n, lr=7e-4, alpha=0.99, eps=1e-5, dtype=np.float64):
-        super().__init__(n, lr, (0.0, alpha), eps, dtype)
+        self.lr, self.alpha, self.eps = lr, alpha, eps
+        self.v, self.t = np.zeros(n, dtype), 0  # (P,) running mean of g^2
 
-    def step(self, theta, grad, lr=None):
-        """Adam's kernel with b1 = 0 (m = g) and no bias correction."""
+    def step(self, theta, g, lr=None):
+        """Returns theta moved down g; v and t are updated."""
+        lr = self.lr if lr is None else lr
         self.t += 1
-        alpha, lr = self.betas[1], self.lr if lr is None else lr
-        return _adam(theta, grad, self.m, self.v, *np.array([0.0, 1.0, alpha, 1 - alpha, lr, self.eps], theta.dtype))
+        self.v = self.alpha * self.v + (1 - self.alpha) * g**2
+        return theta - lr * g / (np.sqrt(self.v) + self.eps)
 
+    def state(self):
+        return {"v": self.v, "t": np.array(self.t)}
 
-@njit(cache=True)
-def _adam(theta, grad, m, v, b1, c1, b2, c2, step_size, eps):
-    """m <- b1 m + c1 g; v <- b2 v + c2 g^2 (in place, c1 = 1 - b1, c2 = 1 - b2); returns
-    theta - step_size m / (sqrt(v) + eps). One pass over the P parameters instead of NumPy's eight; the scalars
-    come in theta's dtype, so float32 stays float32 throughout."""
-    out = np.empty_like(theta)  # (P,)
-    for k in range(theta.size):
-        m[k] = b1 * m[k] + c1 * grad[k]
-        v[k] = b2 * v[k] + c2 * grad[k] * grad[k]
-        out[k] = theta[k] - step_size * m[k] / (np.sqrt(v[k]) + eps)
-    return out
+    def load(self, state):
+        self.v, self.t = state["v"].copy(), int(state["t"])
 
 
 OPTIMISERS = {"adam": Adam, "rmsprop": RMSprop}

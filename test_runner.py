@@ -10,6 +10,7 @@ import pytest
 
 import algos
 import minipg
+import vecenv
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -61,6 +62,18 @@ class MixedEndEnv(CounterEnv):
         return obs, r, self.t % self.every == 0, trunc, info
 
 
+class RaisesEnv(CounterEnv):
+    """A broken env: seeded odd, its third step raises."""
+    def reset(self, seed=None, options=None):
+        self.odd = seed is not None and seed % 2 == 1
+        return super().reset(seed=seed)
+
+    def step(self, action):
+        if self.odd and self.t == 2:
+            raise ValueError("boom at step 3")
+        return super().step(action)
+
+
 class DictObsEnv(CounterEnv):
     def __init__(self):
         super().__init__()
@@ -72,7 +85,8 @@ for _name, _kw, _limit in [("Counter5Trunc-v0", dict(terminal=False), 5), ("Coun
                            ("MultiBinaryAct-v0", dict(space="multibinary"), 5)]:
     if _name not in gym.registry:
         gym.register(_name, entry_point=CounterEnv, kwargs=_kw, max_episode_steps=_limit)
-for _name, _cls in [("DictObs-v0", DictObsEnv), ("NanReward-v0", NanRewardEnv), ("MixedEnd-v0", MixedEndEnv)]:
+for _name, _cls in [("DictObs-v0", DictObsEnv), ("NanReward-v0", NanRewardEnv), ("MixedEnd-v0", MixedEndEnv),
+                   ("Raises-v0", RaisesEnv)]:
     if _name not in gym.registry:
         gym.register(_name, entry_point=_cls, max_episode_steps=5)
 
@@ -150,12 +164,15 @@ def test_collect_counts_steps_and_episodes_and_each_observation_enters_the_stati
     assert all(r == 5.0 for _, r, _ in tr.episodes)  # unscaled returns, whatever the reward scale
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "Counter5Trunc-v0"])
-def test_sync_envs_step_exactly_as_gymnasium_sync_vector_env(env_id):
-    """minipg.SyncEnvs replaces gymnasium's SyncVectorEnv (SAME_STEP autoreset) for speed: for the same seeds and
-    actions, every observation, reward, terminated and truncated flag and final observation is the same."""
+@pytest.mark.parametrize("vec", ["sync", "procs"])
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "test_runner:Counter5Trunc-v0"])
+def test_vector_envs_step_exactly_as_gymnasium_sync_vector_env(env_id, vec):
+    """vecenv.SyncEnvs and ProcEnvs (half the envs in a child process) replace gymnasium's SyncVectorEnv (SAME_STEP
+    autoreset) for speed: for the same seeds and actions, every observation, reward, terminated and truncated flag
+    and final observation is the same."""
     E = 3
-    ours = minipg.make_envs(env_id, E)
+    ours = minipg.make_envs(env_id, E, vec)
+    assert type(ours).__name__ == {"sync": "SyncEnvs", "procs": "ProcEnvs"}[vec]
     theirs = gym.vector.SyncVectorEnv([lambda: minipg.make_env(env_id) for _ in range(E)],
                                       autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     theirs.single_action_space.seed(18)
@@ -172,6 +189,35 @@ def test_sync_envs_step_exactly_as_gymnasium_sync_vector_env(env_id):
             ends += 1
     ours.close(), theirs.close()
     assert ends > 0  # episodes did end, so the autoreset path was compared
+
+
+def test_training_with_procs_envs_is_training_with_sync_envs():
+    """The trainer cannot tell the two vector envs apart: the same run with vec=procs ends with the same theta,
+    phi, normaliser and episodes as with vec=sync (Pendulum: truncations, normalised observations and rewards)."""
+    ends = []
+    for vec in ("sync", "procs"):
+        tr = trainer("Pendulum-v1", algo="ppo", num_envs=4, num_steps=100, steps=1600, norm_obs="on",
+                     norm_reward="on", vec=vec)
+        tr.start()
+        for _ in range(tr.iters):
+            tr.iteration()
+        tr.close()
+        ends.append(tr.state())
+    assert len(ends[0]["episodes"]) == 8  # 4 envs x 400 steps, episodes of 200
+    for k in ends[0]:
+        if k != "seconds":
+            assert np.array_equal(ends[0][k], ends[1][k]), k
+
+
+def test_procs_envs_report_a_failing_env_as_one_error():
+    """An env that raises in ProcEnvs' child process becomes vecenv.EnvError with its message, not a hang."""
+    envs = minipg.make_envs("test_runner:Raises-v0", 2, "procs")
+    envs.reset(seed=0)
+    a = np.zeros((2,) + envs.single_action_space.shape, envs.single_action_space.dtype)
+    envs.step(a), envs.step(a)
+    with pytest.raises(vecenv.EnvError, match="ValueError: boom at step 3"):
+        envs.step(a)  # env 1, seeded 1, is the child's
+    envs.close()
 
 
 
@@ -345,5 +391,6 @@ def test_float32_training_stays_float32(algo):
     tr.close()
     algos.UPDATES[algo](tr.agent, b, hp, np.random.default_rng(0))
     a = tr.agent
-    for x in (a.pi.theta, a.v.theta, a.opt_pi.m, a.opt_pi.v, a.opt_v.m, a.opt_v.v, b.obs):
+    moments = [x for o in (a.opt_pi, a.opt_v) for x in o.state().values() if x.ndim]  # m and v (RMSprop: v)
+    for x in (a.pi.theta, a.v.theta, *moments, b.obs):
         assert x.dtype == np.float32
