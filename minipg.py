@@ -75,7 +75,8 @@ class Run:
     target: float = _opt(None, "return threshold for steps_to_threshold (None: the env's reward_threshold)", float)
     save_every_s: float = _opt(30.0, "write policy.npz every this many seconds and at the end (0: every iteration)")
     log_every: int = _opt(0, "print a progress line every this many iterations (0: about 40 lines per run)")
-    preset: str = _opt("", "named hyperparameter set, applied before your flags: mujoco | lunarlander | pendulum")
+    preset: str = _opt("", "named hyperparameter set, applied before your flags: mujoco | lunarlander | "
+                            "lunarlander-continuous | pendulum")
 
 
 # Defaults per algorithm, applied before --preset and your flags; they solve CartPole-v1. PPO: rl-zoo's tuned
@@ -109,11 +110,15 @@ PRESETS = {
     # rl-zoo's LunarLander-v3 PPO: 16 envs x 1024, 4 epochs of 64, gamma 0.999, lambda 0.98, entropy bonus 0.01
     "lunarlander": dict(env="LunarLander-v3", num_envs=16, num_steps=1024, minibatch=64, epochs=4, gamma=0.999,
                         lam=0.98, ent_coef=0.01, lr_pi=3e-4, anneal_lr=False, anneal_clip=False, steps=1_000_000),
+    # LunarLanderContinuous-v3: the mujoco preset, unchanged but for the env (bench/matrix.md)
+    "lunarlander-continuous": {},
     # rl-zoo's Pendulum PPO without gSDE: 4 envs x 1024, 10 epochs of 64, gamma 0.9
     # (no normalisation, as in the zoo: with it the final evaluation was -740 at 100k, without it -159; bench/)
     "pendulum": dict(env="Pendulum-v1", num_envs=4, num_steps=1024, minibatch=64, epochs=10, gamma=0.9, lam=0.95,
                      lr_pi=1e-3, norm_obs="off", norm_reward="off", steps=100_000),
 }
+
+PRESETS["lunarlander-continuous"] = dict(PRESETS["mujoco"], env="LunarLanderContinuous-v3")
 
 RUN_FILES = ("config.json", "progress.csv", "summary.json", "policy.npz")
 TIMING_COLUMNS = ("steps_per_s", "rollout_s", "update_s", "wall_s")  # cumulative seconds in each phase

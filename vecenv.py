@@ -75,26 +75,27 @@ def _views(shm):
     return {k: np.frombuffer(buf, np.float64).reshape(s) for k, (buf, s) in shm.items()}
 
 
-def _actions(shm, code):
-    """The shared action array as ACTION_DTYPES[code] (its buffer holds as many float64s, so any of them fits)."""
+def _actions(shm):
+    """The shared action array as each of ACTION_DTYPES (its buffer holds as many float64s, so any of them fits)."""
     buf, shape = shm["act"]
-    return np.frombuffer(buf, ACTION_DTYPES[code], int(np.prod(shape))).reshape(shape)
+    return [np.frombuffer(buf, dtype, int(np.prod(shape))).reshape(shape) for dtype in ACTION_DTYPES]
 
 
 def _serve(make_env, n, act_dim, shm, go, done, errors, parent):
     """ProcEnvs' child: a SyncEnvs of n envs, stepped whenever `go` is released, its answers written into the
     shared arrays. cmd: [0 step (actions of ACTION_DTYPES[cmd[1]]) | 1 reset (seed cmd[1], none if < 0) | 2 close]."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    x = _views(shm)
+    x, actions, alive = _views(shm), _actions(shm), lambda: os.getppid() == parent
     try:
         envs = SyncEnvs([make_env() for _ in range(n)])
     except Exception as e:
+        x["failed"][0] = 1
         errors.send(f"{type(e).__name__}: {e}")
         done.release()
         return
     done.release()
     while True:
-        _wait(go, lambda: os.getppid() == parent)
+        _wait(go, alive)
         cmd, arg = x["cmd"]
         if cmd == 2:
             break
@@ -102,12 +103,13 @@ def _serve(make_env, n, act_dim, shm, go, done, errors, parent):
             if cmd == 1:
                 x["obs"][:] = envs.reset(None if arg < 0 else int(arg))[0]
             else:
-                a = _actions(shm, int(arg))
+                a = actions[int(arg)]
                 a = a[:, 0] if act_dim == 0 else a  # act_dim 0: Discrete, one int per env
                 x["obs"][:], x["rew"][:], x["term"][:], x["trunc"][:], info = envs.step(a)
                 for i, o in info["final_obs"].items():
                     x["final"][i] = o
         except Exception as e:  # the parent raises it
+            x["failed"][0] = 1
             errors.send(f"{type(e).__name__}: {e}")
         done.release()
     envs.close()
@@ -121,9 +123,9 @@ class ProcEnvs:
 
     def __init__(self, make_env, n, obs_dim, act_dim):
         ctx, f = multiprocessing.get_context("spawn"), n // 2  # spawn: no fork of this process's threads
-        self.shm = _shared(ctx, {"cmd": (2,), "act": (f, max(act_dim, 1)), "obs": (f, obs_dim), "rew": (f,),
+        self.shm = _shared(ctx, {"cmd": (2,), "failed": (1,), "act": (f, max(act_dim, 1)), "obs": (f, obs_dim), "rew": (f,),
                                  "term": (f,), "trunc": (f,), "final": (f, obs_dim)})
-        self.x, self.far = _views(self.shm), f
+        self.x, self.far, self.actions = _views(self.shm), f, _actions(self.shm)
         self.go, self.done, (self.errors, child_errors) = ctx.Semaphore(0), ctx.Semaphore(0), ctx.Pipe(False)
         self.proc = ctx.Process(target=_serve, daemon=True, args=(make_env, f, act_dim, self.shm, self.go,
                                                                   self.done, child_errors, os.getpid()))
@@ -135,7 +137,8 @@ class ProcEnvs:
 
     def _answer(self):
         _wait(self.done, self.proc.is_alive)
-        if self.errors.poll():
+        if self.x["failed"][0]:
+            self.x["failed"][0] = 0
             raise EnvError(self.errors.recv())
 
     def reset(self, seed=None):
@@ -148,10 +151,10 @@ class ProcEnvs:
 
     def step(self, actions):
         k, x = self.near.num_envs, self.x
-        code = ACTION_DTYPES.index(actions.dtype.name if actions.dtype.name in ACTION_DTYPES else
-                                   "int64" if actions.dtype.kind in "iu" else "float64")
+        name = actions.dtype.name
+        code = ACTION_DTYPES.index(name if name in ACTION_DTYPES else "int64" if actions.dtype.kind in "iu" else "float64")
         x["cmd"][:] = 0, code
-        _actions(self.shm, code)[:] = actions[k:].reshape(self.far, -1)
+        self.actions[code][:] = actions[k:].reshape(self.far, -1)
         self.go.release()
         obs, rew, term, trunc, info = self.near.step(actions[:k])
         self._answer()

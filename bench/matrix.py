@@ -1,0 +1,213 @@
+"""bench/matrix.py -- the MuJoCo matrix and LunarLander: one preset per algorithm, 1M steps, 3 seeds, every cell.
+
+    python bench/matrix.py                       # run every cell not yet done, two runs at a time (one per core)
+    python bench/matrix.py --only Hopper         # the runs whose name contains Hopper
+    python bench/matrix.py --dry-run             # print the commands
+    python bench/matrix.py --report              # bench/matrix.md (the table) and bench/matrix.png (the curves)
+
+Each run is `python minipg.py --algo A --preset P --env E --seed S --out bench/matrix/runs/<E>-<A>-s<S>`, nothing
+else: the preset is the whole configuration (mujoco for every MuJoCo task and both algorithms; lunarlander;
+lunarlander-continuous). A run whose summary.json exists is done and skipped, so the matrix can be stopped and
+started again; an unfinished one is started afresh. While the file bench/matrix/PAUSE exists, no new run starts
+(for quiet benchmarks in between). results.json gets one record per finished run: the command, the commit, the
+versions, the final deterministic evaluation (10 episodes), the training return of the last 20 episodes, the
+wall, rollout and update seconds, and when it ran.
+"""
+import argparse
+import csv
+import importlib.metadata
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+OUT = os.path.join(BENCH, "matrix")
+MUJOCO = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Swimmer-v5")
+LUNAR = (("LunarLander-v3", "lunarlander"), ("LunarLanderContinuous-v3", "lunarlander-continuous"))
+SEEDS = (0, 1, 2)
+LOCK = threading.Lock()  # results and results.json, shared by the two runner threads
+
+
+def cells():
+    """(name, args) for every run: LunarLander first (short), then the MuJoCo cells seed by seed, so that a matrix
+    cut short still has one seed of every cell."""
+    runs = [(f"{env}-ppo-s{s}", ["--algo", "ppo", "--preset", preset, "--env", env, "--seed", str(s)])
+            for env, preset in LUNAR for s in SEEDS]
+    runs += [(f"{env}-{algo}-s{s}", ["--algo", algo, "--preset", "mujoco", "--env", env, "--seed", str(s)])
+             for s in SEEDS for env in MUJOCO for algo in ("ppo", "trpo")]
+    return runs
+
+
+def versions():
+    return {p: importlib.metadata.version(p) for p in ("numpy", "gymnasium", "numba", "mujoco", "box2d")
+            if _installed(p)} | {"python": sys.version.split()[0]}
+
+
+def _installed(p):
+    try:
+        importlib.metadata.version(p)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def record(name, args, tree, started):
+    folder = os.path.join(OUT, "runs", name)
+    with open(os.path.join(folder, "summary.json")) as f:
+        s = json.load(f)
+    with open(os.path.join(folder, "progress.csv")) as f:
+        last = list(csv.DictReader(f))[-1]
+    commit = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    return {"name": name, "command": "python minipg.py " + " ".join(args) + f" --out bench/matrix/runs/{name}",
+            "commit": commit, "versions": versions(), "eval_mean": s["eval_return_mean"],
+            "eval_std": s["eval_return_std"], "train_last20": s["train_return_last20"], "wall_s": s["wall_s"],
+            "rollout_s": float(last["rollout_s"]), "update_s": float(last["update_s"]), "steps": int(last["steps"]),
+            "started": started, "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def run_one(name, args, tree, results):
+    while os.path.exists(os.path.join(OUT, "PAUSE")):
+        time.sleep(5)
+    folder = os.path.join(OUT, "runs", name)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with open(os.path.join(OUT, "logs", name + ".log"), "w") as log:
+        rc = subprocess.run([sys.executable, "minipg.py", *args, "--out", folder, "--overwrite"], cwd=tree,
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}).returncode
+    if rc != 0:
+        print(f"{name}: exit code {rc} (see bench/matrix/logs/{name}.log)", flush=True)
+        return
+    r = record(name, args, tree, started)
+    with LOCK:
+        results[name] = r
+        tmp = os.path.join(OUT, "results.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(dict(sorted(results.items())), f, indent=1)
+        os.replace(tmp, os.path.join(OUT, "results.json"))
+    print(f"{name}: eval {r['eval_mean']:.0f} +- {r['eval_std']:.0f}, train {r['train_last20']:.0f}, "
+          f"{r['wall_s']:.0f} s", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the report
+# ---------------------------------------------------------------------------------------------------------------
+
+def reference():
+    with open(os.path.join(ROOT, "..", "shared", "reference", "mujoco.json")) as f:
+        return json.load(f)
+
+
+def report(results):
+    ref = reference()
+    zoo, clean = ref["sb3_zoo"], ref["cleanrl"]["ppo"]
+    by = {}
+    for r in results.values():
+        env, algo, _ = r["name"].rsplit("-", 2)
+        by.setdefault((env, algo), []).append(r)
+    lines = ["# The MuJoCo matrix and LunarLander (bench/matrix.py)", "",
+             "Every run: `python minipg.py --algo A --preset P --env E --seed S` (the commands are in results.json), "
+             "1M steps, final evaluation = 10 deterministic episodes; train = mean return of the last 20 training "
+             "episodes. Medians over the seeds, min-max in brackets. zoo = rl-baselines3-zoo (tuned per task, "
+             "deterministic evaluation, v3 tasks); CleanRL = ppo_continuous_action (one recipe, training return, v4 "
+             "tasks), both as published in shared/reference/mujoco.json; gymnasium 1.4 has v5, whose dynamics are "
+             "close to, not the same as, v3/v4's. A cell is won when the evaluation beats the zoo's and, where "
+             "CleanRL has a 1M figure, the training return beats CleanRL's.", "",
+             "| task | algo | seeds | eval median [min-max] | train median [min-max] | zoo (eval) | CleanRL (train) "
+             "| won | wall s median |", "|---|---|---:|---:|---:|---:|---:|---|---:|"]
+    won = total = 0
+    for (env, algo), rs in sorted(by.items(), key=lambda kv: (kv[0][0].startswith("Lunar"), kv[0])):
+        task = env.split("-")[0]
+        ev, tr, wall = ([r[k] for r in rs] for k in ("eval_mean", "train_last20", "wall_s"))
+        z = zoo.get(algo, {}).get(task)
+        c = clean.get(task) if algo == "ppo" else None
+        verdict = ""
+        if z is not None:
+            ok = statistics.median(ev) > z[0] and (c is None or statistics.median(tr) > c[0])
+            verdict = ("yes" if ok else "no") + ("" if len(rs) == 3 else f" ({len(rs)} seed{'s' * (len(rs) > 1)})")
+            won, total = won + ok, total + 1
+        lines.append(f"| {env} | {algo} | {len(rs)} | {statistics.median(ev):.0f} [{min(ev):.0f}, {max(ev):.0f}] | "
+                     f"{statistics.median(tr):.0f} [{min(tr):.0f}, {max(tr):.0f}] | "
+                     f"{'' if z is None else f'{z[0]:.0f}'} | {'' if c is None else f'{c[0]:.0f}'} | {verdict} | "
+                     f"{statistics.median(wall):.0f} |")
+    lines += ["", f"Cells won: {won} of {total} with results.", ""]
+    spans = sorted((r["started"], r["ended"]) for r in results.values())
+    if spans:
+        lines += [f"Runs: {len(results)}, from {spans[0][0]} to {max(e for _, e in spans)}, two at a time on the "
+                  "machine's 2 cores (bench/matrix.py's default); commits: "
+                  + ", ".join(sorted({r['commit'] for r in results.values()})) + "; versions: "
+                  + json.dumps(next(iter(results.values()))["versions"]), ""]
+    with open(os.path.join(BENCH, "matrix.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    plot(by)
+
+
+def plot(by):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+    except ImportError:
+        print("the figure needs matplotlib: pip install matplotlib", file=sys.stderr)
+        return
+    envs = sorted({e for e, _ in by}, key=lambda e: (e.startswith("Lunar"), e))
+    fig, axes = plt.subplots(2, (len(envs) + 1) // 2, figsize=(4 * ((len(envs) + 1) // 2), 6.5), squeeze=False)
+    grid = np.linspace(0, 1_000_000, 101)
+    for ax, env in zip(axes.flat, envs):
+        for algo, colour in (("ppo", "C0"), ("trpo", "C1")):
+            curves = []
+            for r in by.get((env, algo), []):
+                with open(os.path.join(OUT, "runs", r["name"], "progress.csv")) as f:
+                    rows = [(float(x["steps"]), float(x["return_mean"])) for x in csv.DictReader(f)
+                            if x["return_mean"] not in ("", "nan")]
+                if rows:
+                    s, ret = map(np.array, zip(*rows))
+                    curves.append(np.interp(grid, s, ret, left=np.nan))
+            if curves:
+                c = np.array(curves)
+                ax.plot(grid, np.nanmedian(c, 0), colour, label=f"{algo} ({len(curves)} seeds)")
+                ax.fill_between(grid, np.nanmin(c, 0), np.nanmax(c, 0), color=colour, alpha=0.2)
+        ax.set_title(env)
+        ax.set_xlabel("env steps")
+        ax.legend(fontsize=8)
+    axes.flat[0].set_ylabel("training return (median, min-max)")
+    for ax in list(axes.flat)[len(envs):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(os.path.join(BENCH, "matrix.png"), dpi=80)
+    print("bench/matrix.png")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", default="")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--tree", default=ROOT, help="the minipg checkout to run (default: this one)")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--report", action="store_true")
+    args = p.parse_args(argv)
+    os.makedirs(os.path.join(OUT, "logs"), exist_ok=True)
+    path = os.path.join(OUT, "results.json")
+    results = json.load(open(path)) if os.path.exists(path) else {}
+    if args.report:
+        return report(results)
+    todo = [(n, a) for n, a in cells() if args.only in n and n not in results]
+    if args.dry_run:
+        for n, a in todo:
+            print("python minipg.py " + " ".join(a) + f" --out bench/matrix/runs/{n}")
+        return
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for f in [pool.submit(run_one, n, a, args.tree, results) for n, a in todo]:
+            f.result()
+    report(results)
+
+
+if __name__ == "__main__":
+    main()
