@@ -13,9 +13,9 @@ Conventions: a trailing shape comment `# (N, D)` where an array is made. N = sam
 (D = A logits, or 2A for mean and log-std), P = number of parameters. Everything is float64 unless the
 caller passes float32 arrays. This file imports only numpy and numba, so it can be copied into coursework.
 
-Speed: matrix products go to BLAS through NumPy, and the MLP and the optimisers are written as their equations.
-Numba compiles the loops that are loops in the maths (log-sum-exp, inverse-CDF sampling, the per-sample gradients)
-and the Gaussian log-density, whose body is its formula in array notation (bench/kernels.md measures each).
+Speed: the MLP, the heads and the optimisers are written as their equations, in NumPy; matrix products go to BLAS.
+Numba compiles only what is a loop in the maths: log-sum-exp, inverse-CDF sampling and the per-sample gradients
+(bench/kernels.md times each against NumPy, and what the plain lines cost).
 """
 import math
 

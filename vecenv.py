@@ -53,9 +53,11 @@ SPIN_S = 0.002
 
 
 def _wait(sem, alive):
-    """Acquire sem: poll it for SPIN_S, then block, checking alive() every second."""
+    """Acquire sem: poll it for SPIN_S (yielding the core to any other process that wants it, as when two runs
+    share two cores), then block, checking alive() every second."""
     until = time.perf_counter() + SPIN_S
     while not sem.acquire(False):
+        os.sched_yield()
         if time.perf_counter() > until:
             while not sem.acquire(timeout=1.0):
                 if not alive():
@@ -95,7 +97,10 @@ def _serve(make_env, n, act_dim, shm, go, done, errors, parent):
         return
     done.release()
     while True:
-        _wait(go, alive)
+        try:
+            _wait(go, alive)
+        except EnvError:  # the parent is gone
+            return
         cmd, arg = x["cmd"]
         if cmd == 2:
             break
