@@ -146,7 +146,7 @@ def _type(f):
 # Flags that pick what to do, not how to train; they are not saved with a run.
 MODES = {
     "seeds": (dict(metavar="SEEDS"), "seeds (0-3 or 0,3,7): a run each in ROOT/s<seed>, ROOT/seeds.md (ROOT: --out)"),
-    "jobs": (dict(type=int, metavar="N"), f"with --seeds: runs at once (default: {os.cpu_count()}, the cores)"),
+    "jobs": (dict(type=int, metavar="N"), f"with --seeds: runs at once (default: the {os.cpu_count()} cores, or half as many runs with --vec procs)"),
     "overwrite": (dict(action="store_true"), "replace a finished or interrupted run in --out (else minipg refuses)"),
     "eval": (dict(metavar="POLICY.npz"), "evaluate a saved policy with its saved normalisation (--episodes, --seed)"),
     "video": (dict(metavar="DIR"), "with --eval: record videos to DIR (needs moviepy)"),
@@ -978,7 +978,8 @@ def main(argv=None):
             _lab().lab_variance(run.env, run.seed, out)
             return 0
         if modes["seeds"]:
-            seeds, jobs = parse_seeds(modes["seeds"]), modes["jobs"] or os.cpu_count()
+            cores = os.cpu_count() or 1  # a --vec procs run keeps two cores busy
+            seeds, jobs = parse_seeds(modes["seeds"]), modes["jobs"] or max(1, cores // (1 + (run.vec == "procs")))
             return seeds_cmd(run, hp, out, seeds, jobs, modes["overwrite"])
         return 130 if train(Trainer(run, hp), out, overwrite=modes["overwrite"])["interrupted"] else 0
     except (UsageError, RunError, OSError, MemoryError) as e:  # a failed write or read: one line, exit 1

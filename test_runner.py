@@ -63,13 +63,17 @@ class MixedEndEnv(CounterEnv):
 
 
 class RaisesEnv(CounterEnv):
-    """A broken env: seeded odd, its third step raises."""
+    """A broken env: seeded odd (even, with parity=0), its third step raises."""
+    def __init__(self, parity=1):
+        super().__init__()
+        self.parity = parity
+
     def reset(self, seed=None, options=None):
-        self.odd = seed is not None and seed % 2 == 1
+        self.broken = seed is not None and seed % 2 == self.parity
         return super().reset(seed=seed)
 
     def step(self, action):
-        if self.odd and self.t == 2:
+        if self.broken and self.t == 2:
             raise ValueError("boom at step 3")
         return super().step(action)
 
@@ -85,6 +89,8 @@ for _name, _kw, _limit in [("Counter5Trunc-v0", dict(terminal=False), 5), ("Coun
                            ("MultiBinaryAct-v0", dict(space="multibinary"), 5)]:
     if _name not in gym.registry:
         gym.register(_name, entry_point=CounterEnv, kwargs=_kw, max_episode_steps=_limit)
+if "RaisesEven-v0" not in gym.registry:
+    gym.register("RaisesEven-v0", entry_point=RaisesEnv, kwargs=dict(parity=0), max_episode_steps=5)
 for _name, _cls in [("DictObs-v0", DictObsEnv), ("NanReward-v0", NanRewardEnv), ("MixedEnd-v0", MixedEndEnv),
                    ("Raises-v0", RaisesEnv)]:
     if _name not in gym.registry:
@@ -217,6 +223,23 @@ def test_procs_envs_report_a_failing_env_as_one_error():
     envs.step(a), envs.step(a)
     with pytest.raises(vecenv.EnvError, match="ValueError: boom at step 3"):
         envs.step(a)  # env 1, seeded 1, is the child's
+    envs.close()
+
+
+@pytest.mark.parametrize("env_id, error", [("test_runner:Raises-v0", vecenv.EnvError),  # the child's env raises
+                                           ("test_runner:RaisesEven-v0", ValueError)])  # this process's env raises
+def test_procs_envs_stay_in_step_after_an_error_in_either_half(env_id, error):
+    """After an env raises, in the child's half or in this process's, both halves have answered: a reset and the
+    steps after it give what SyncEnvs gives, not an answer left over from before."""
+    envs = minipg.make_envs(env_id, 2, "procs")
+    a = np.zeros((2,) + envs.single_action_space.shape, envs.single_action_space.dtype)
+    for _ in range(2):
+        envs.reset(seed=0)
+        envs.step(a), envs.step(a)
+        with pytest.raises(error, match="boom at step 3"):
+            envs.step(a)
+    assert np.array_equal(envs.reset(seed=1)[0], [[0.0], [0.0]])  # seeded 1 and 2: env 0 odd, env 1 even
+    assert np.array_equal(envs.step(a)[0], [[1.0], [1.0]]) and np.array_equal(envs.step(a)[0], [[2.0], [2.0]])
     envs.close()
 
 

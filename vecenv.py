@@ -66,15 +66,17 @@ def _wait(sem, alive):
 
 
 ACTION_DTYPES = ("float64", "float32", "int64")  # the actions keep their dtype on the way to the child's envs
+SIGNALS = {signal.SIGINT, signal.SIGTERM}  # the parent's to handle (it stops at an iteration boundary)
 
 
 def _shared(ctx, shapes):
-    """Named float64 arrays in shared memory: (RawArray, shape) pairs, which a child process receives."""
-    return {k: (ctx.RawArray("d", int(np.prod(s))), s) for k, s in shapes.items()}
+    """Named arrays in shared memory, {name: (RawArray, shape)}, which a child process receives: float64, but the
+    command, int64 (a seed must arrive whole)."""
+    return {k: (ctx.RawArray("q" if k == "cmd" else "d", int(np.prod(s))), s) for k, s in shapes.items()}
 
 
 def _views(shm):
-    return {k: np.frombuffer(buf, np.float64).reshape(s) for k, (buf, s) in shm.items()}
+    return {k: np.frombuffer(buf, np.int64 if k == "cmd" else np.float64).reshape(s) for k, (buf, s) in shm.items()}
 
 
 def _actions(shm):
@@ -86,13 +88,18 @@ def _actions(shm):
 def _serve(make_env, n, act_dim, shm, go, done, errors, parent):
     """ProcEnvs' child: a SyncEnvs of n envs, stepped whenever `go` is released, its answers written into the
     shared arrays. cmd: [0 step (actions of ACTION_DTYPES[cmd[1]]) | 1 reset (seed cmd[1], none if < 0) | 2 close]."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # blocked by the parent while it started us
     x, actions, alive = _views(shm), _actions(shm), lambda: os.getppid() == parent
+
+    def failed(e):  # the parent raises it; short, so that it fits the pipe without waiting for the parent
+        x["failed"][0] = 1
+        errors.send(f"{type(e).__name__}: {e}"[:2000])
     try:
         envs = SyncEnvs([make_env() for _ in range(n)])
     except Exception as e:
-        x["failed"][0] = 1
-        errors.send(f"{type(e).__name__}: {e}")
+        failed(e)
         done.release()
         return
     done.release()
@@ -108,14 +115,13 @@ def _serve(make_env, n, act_dim, shm, go, done, errors, parent):
             if cmd == 1:
                 x["obs"][:] = envs.reset(None if arg < 0 else int(arg))[0]
             else:
-                a = actions[int(arg)]
+                a = actions[arg]
                 a = a[:, 0] if act_dim == 0 else a  # act_dim 0: Discrete, one int per env
                 x["obs"][:], x["rew"][:], x["term"][:], x["trunc"][:], info = envs.step(a)
                 for i, o in info["final_obs"].items():
                     x["final"][i] = o
-        except Exception as e:  # the parent raises it
-            x["failed"][0] = 1
-            errors.send(f"{type(e).__name__}: {e}")
+        except Exception as e:
+            failed(e)
         done.release()
     envs.close()
 
@@ -124,21 +130,30 @@ class ProcEnvs:
     """SyncEnvs of n envs split in two: this process steps the first half while a child process steps the rest,
     with the same seeds, observations and final_obs as SyncEnvs of all n (test_runner checks it). make_env must
     pickle (a module-level function or a functools.partial of one); observations are 1-D, of obs_dim; act_dim 0
-    means Discrete actions. Observations come back as float64."""
+    means Discrete actions. Observations come back as float64. An error in either half is raised after both
+    halves have answered, so the two stay in step."""
 
     def __init__(self, make_env, n, obs_dim, act_dim):
         ctx, f = multiprocessing.get_context("spawn"), n // 2  # spawn: no fork of this process's threads
-        self.shm = _shared(ctx, {"cmd": (2,), "failed": (1,), "act": (f, max(act_dim, 1)), "obs": (f, obs_dim), "rew": (f,),
-                                 "term": (f,), "trunc": (f,), "final": (f, obs_dim)})
-        self.x, self.far, self.actions = _views(self.shm), f, _actions(self.shm)
+        self.shm = _shared(ctx, {"cmd": (2,), "failed": (1,), "act": (f, max(act_dim, 1)), "obs": (f, obs_dim),
+                                 "rew": (f,), "term": (f,), "trunc": (f,), "final": (f, obs_dim)})
+        self.x, self.far, self.actions, self.near = _views(self.shm), f, _actions(self.shm), None
         self.go, self.done, (self.errors, child_errors) = ctx.Semaphore(0), ctx.Semaphore(0), ctx.Pipe(False)
         self.proc = ctx.Process(target=_serve, daemon=True, args=(make_env, f, act_dim, self.shm, self.go,
                                                                   self.done, child_errors, os.getpid()))
-        self.proc.start()
-        self.near, self.num_envs = SyncEnvs([make_env() for _ in range(n - f)]), n
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)  # the child starts with them blocked
+        try:
+            self.proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        try:
+            self.near = self._both(lambda: SyncEnvs([make_env() for _ in range(n - f)]))
+        except BaseException:
+            self.close()
+            raise
+        self.num_envs = n
         self.single_observation_space, self.single_action_space = (self.near.single_observation_space,
                                                                    self.near.single_action_space)
-        self._answer()
 
     def _answer(self):
         _wait(self.done, self.proc.is_alive)
@@ -146,23 +161,37 @@ class ProcEnvs:
             self.x["failed"][0] = 0
             raise EnvError(self.errors.recv())
 
+    def _both(self, mine):
+        """mine() (this process's half) while the child works; then the child's answer, even when mine() raised."""
+        try:
+            out = mine()
+        except BaseException:
+            try:
+                self._answer()
+            except EnvError:
+                pass
+            raise
+        self._answer()
+        return out
+
     def reset(self, seed=None):
         k = self.near.num_envs
         self.x["cmd"][:] = 1, -1 if seed is None else seed + k  # env i is seeded seed + i, as in SyncEnvs
         self.go.release()
-        obs = self.near.reset(seed)[0]
-        self._answer()
+        obs = self._both(lambda: self.near.reset(seed)[0])
         return np.concatenate([obs, self.x["obs"]]), {}
 
     def step(self, actions):
         k, x = self.near.num_envs, self.x
-        name = actions.dtype.name
-        code = ACTION_DTYPES.index(name if name in ACTION_DTYPES else "int64" if actions.dtype.kind in "iu" else "float64")
+        if actions.dtype.kind in "biu":
+            actions = actions.astype(np.int64, copy=False)
+        if actions.dtype.name not in ACTION_DTYPES:
+            raise TypeError(f"ProcEnvs takes actions of {', '.join(ACTION_DTYPES)} or ints, not {actions.dtype}")
+        code = ACTION_DTYPES.index(actions.dtype.name)
         x["cmd"][:] = 0, code
         self.actions[code][:] = actions[k:].reshape(self.far, -1)
         self.go.release()
-        obs, rew, term, trunc, info = self.near.step(actions[:k])
-        self._answer()
+        obs, rew, term, trunc, info = self._both(lambda: self.near.step(actions[:k]))
         term2, trunc2 = x["term"] > 0, x["trunc"] > 0
         final = {**info["final_obs"], **{k + i: x["final"][i].copy() for i in np.flatnonzero(term2 | trunc2)}}
         return (np.concatenate([obs, x["obs"]]), np.concatenate([rew, x["rew"]]),
@@ -173,4 +202,9 @@ class ProcEnvs:
             self.x["cmd"][0] = 2
             self.go.release()
             self.proc.join(5)
-        self.near.close()
+            if self.proc.is_alive():
+                self.proc.terminate()
+        self.errors.close()
+        if self.near is not None:
+            self.near.close()
+            self.near = None
