@@ -98,6 +98,11 @@ def run_one(name, args, tree, results):
 # the report
 # ---------------------------------------------------------------------------------------------------------------
 
+SCHEDULE = ("the LunarLander-v3 runs two at a time, one per core (their preset steps its 16 envs in one process); "
+            "every other run alone on the machine, `--jobs 1`, because its preset (`vec=procs`) steps half its envs in "
+            "a second process and so keeps both cores busy. The work of the session went on beside them.")
+
+
 def reference():
     with open(os.path.join(ROOT, "..", "shared", "reference", "mujoco.json")) as f:
         return json.load(f)
@@ -138,9 +143,11 @@ def report(results):
     lines += ["", f"Cells won: {won} of {total} with results.", ""]
     spans = sorted((r["started"], r["ended"]) for r in results.values())
     if spans:
-        lines += [f"Runs: {len(results)}, from {spans[0][0]} to {max(e for _, e in spans)}, two at a time on the "
-                  "machine's 2 cores (bench/matrix.py's default); commits: "
-                  + ", ".join(sorted({r['commit'] for r in results.values()})) + "; versions: "
+        busy = sum(r["wall_s"] for r in results.values()) / 3600
+        lines += [f"Runs: {len(results)}, from {spans[0][0]} to {max(e for _, e in spans)}; the training loops "
+                  f"alone add up to {busy:.2f} h. Schedule: {SCHEDULE} Commits: "
+                  + ", ".join(sorted({r['commit'] for r in results.values()})) + " (they differ in the vector env's "
+                  "error handling and in docs, not in what a run computes). Versions: "
                   + json.dumps(next(iter(results.values()))["versions"]), ""]
     with open(os.path.join(BENCH, "matrix.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -157,8 +164,10 @@ def plot(by):
     except ImportError:
         print("the figure needs matplotlib: pip install matplotlib", file=sys.stderr)
         return
-    envs = sorted({e for e, _ in by}, key=lambda e: (e.startswith("Lunar"), e))
-    fig, axes = plt.subplots(2, (len(envs) + 1) // 2, figsize=(4 * ((len(envs) + 1) // 2), 6.5), squeeze=False)
+    envs = sorted({e for e, _ in by}, key=lambda e: (e.startswith("Lunar"), MUJOCO.index(e) if e in MUJOCO else e))
+    ref = reference()
+    cols = (len(envs) + 1) // 2
+    fig, axes = plt.subplots(2, cols, figsize=(3.6 * cols, 6.5), squeeze=False)
     grid = np.linspace(0, 1_000_000, 101)
     for ax, env in zip(axes.flat, envs):
         for algo, colour in (("ppo", "C0"), ("trpo", "C1")):
@@ -171,13 +180,21 @@ def plot(by):
                     s, ret = map(np.array, zip(*rows))
                     curves.append(np.interp(grid, s, ret, left=np.nan))
             if curves:
-                c = np.array(curves)
-                ax.plot(grid, np.nanmedian(c, 0), colour, label=f"{algo} ({len(curves)} seeds)")
-                ax.fill_between(grid, np.nanmin(c, 0), np.nanmax(c, 0), color=colour, alpha=0.2)
+                c, ok = np.array(curves), ~np.all(np.isnan(curves), 0)
+                ax.plot(grid[ok], np.nanmedian(c[:, ok], 0), colour, label=f"minipg {algo} ({len(curves)} seeds)")
+                ax.fill_between(grid[ok], np.nanmin(c[:, ok], 0), np.nanmax(c[:, ok], 0), color=colour, alpha=0.2)
+                z = ref["sb3_zoo"].get(algo, {}).get(env.split("-")[0])
+                if z:
+                    ax.axhline(z[0], color=colour, ls="--", lw=1, label=f"zoo {algo} (eval)")
+                cl = ref["cleanrl"]["ppo"].get(env.split("-")[0]) if algo == "ppo" else None
+                if cl:
+                    ax.axhline(cl[0], color=colour, ls=":", lw=1, label="CleanRL ppo (train)")
         ax.set_title(env)
         ax.set_xlabel("env steps")
-        ax.legend(fontsize=8)
-    axes.flat[0].set_ylabel("training return (median, min-max)")
+        ax.legend(fontsize=6)
+    for row in axes:
+        row[0].set_ylabel("training return, last 20 episodes")
+    fig.suptitle("minipg, 1M steps, one preset per algorithm: median and min-max over seeds", fontsize=10)
     for ax in list(axes.flat)[len(envs):]:
         ax.axis("off")
     fig.tight_layout()
