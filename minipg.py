@@ -102,7 +102,7 @@ PRESETS = {
     # that was 3100 on HalfCheetah against 860 with log sigma_0 = 0 and a decaying clip (bench/). TRPO: sb3-contrib's
     # zoo values (delta 0.04, CG damping 0.1, 20 critic epochs of minibatch 128 at lr 1e-3). The batch is 8 envs x 256
     # steps (CleanRL: 1 x 2048), half of them in a second process, so the policy runs once per 8 env steps and two
-    # cores run physics (bench/rollout.md).
+    # cores run physics (bench/rollout.md, bench/halfcheetah.md).
     "mujoco": dict(env="HalfCheetah-v5", num_envs=8, num_steps=256, vec="procs", minibatch=64, epochs=10, lr_pi=3e-4,
                    lr_v=1e-3, anneal_lr=True, anneal_clip=False, gamma=0.99, lam=0.95, max_grad_norm=0.5, init_log_std=-1.0,
                    norm_obs="on", norm_reward="on", steps=1_000_000, max_kl=0.04, cg_damping=0.1, cg_iters=15,

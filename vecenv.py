@@ -127,14 +127,17 @@ def _serve(make_env, n, act_dim, shm, go, done, errors, parent):
 
 
 class ProcEnvs:
-    """SyncEnvs of n envs split in two: this process steps the first half while a child process steps the rest,
+    """SyncEnvs of n envs split in two: this process steps the first `near` while a child process steps the rest,
     with the same seeds, observations and final_obs as SyncEnvs of all n (test_runner checks it). make_env must
     pickle (a module-level function or a functools.partial of one); observations are 1-D, of obs_dim; act_dim 0
     means Discrete actions. Observations come back as float64. An error in either half is raised after both
     halves have answered, so the two stay in step."""
 
-    def __init__(self, make_env, n, obs_dim, act_dim):
-        ctx, f = multiprocessing.get_context("spawn"), n // 2  # spawn: no fork of this process's threads
+    def __init__(self, make_env, n, obs_dim, act_dim, near=None):
+        # This process also runs the policy, which costs about two MuJoCo steps for 8 envs, so it keeps the smaller
+        # share: 3 of 8 envs (bench/halfcheetah.md); near envs here, the other f in the child
+        near = max(1, 3 * n // 8) if near is None else near
+        ctx, f = multiprocessing.get_context("spawn"), n - near  # spawn: no fork of this process's threads
         self.shm = _shared(ctx, {"cmd": (2,), "failed": (1,), "act": (f, max(act_dim, 1)), "obs": (f, obs_dim),
                                  "rew": (f,), "term": (f,), "trunc": (f,), "final": (f, obs_dim)})
         self.x, self.far, self.actions, self.near = _views(self.shm), f, _actions(self.shm), None

@@ -75,9 +75,10 @@ def minibatch_parts(minipg, algos, nets, tr):
         hp.epochs = epochs
         algos.UPDATES["ppo"](agent, b, hp, np.random.default_rng(0), 1.0)
         hp.epochs = saved
-    # the whole step: an update of 5 epochs less one of 1, over the 4 * n_mb minibatch steps between them, so that
-    # prepare(), the diagnostics and the full-batch forward passes cancel; the epoch's shuffle is counted in
-    whole = (timed(lambda: update(5), 3) - timed(lambda: update(1), 3)) / (4 * n_mb)
+    # the whole step: an update of 1 + k epochs less one of 1, over the k * n_mb (>= 64) minibatch steps between
+    # them, so that prepare(), the diagnostics and the full-batch passes cancel; the epoch's shuffle is counted in
+    k = max(4, -(-64 // n_mb))
+    whole = (timed(lambda: update(1 + k), 3) - timed(lambda: update(1), 3)) / (k * n_mb)
     pi.theta, agent.v.theta[:] = theta0, phi0
     rows = [(name, timed(f, 2000 if N <= 4096 else 500)) for name, f in parts]
     pi.theta, agent.v.theta[:] = theta0, phi0
