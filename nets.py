@@ -56,7 +56,7 @@ class MLP:
             self.W.append(self.theta[k:k + i * o].reshape(i, o)); k += i * o
             self.b.append(self.theta[k:k + o]); k += o
         self.grad = np.zeros_like(self.theta)  # (P,) backward's buffer, laid out like theta, with its views:
-        self.dW, self.db = self._views(self.grad)  # made once (rebuilding them cost 8 us a call, bench/steps.md)
+        self.dW, self.db = self._views(self.grad)  # made once, not on every backward call
         for l, (i, o) in enumerate(shapes):  # gains: sqrt(2) hidden, out_gain (0.01 policy, 1.0 value) last
             self.W[l][:] = orthogonal(rng, i, o, out_gain if l == len(shapes) - 1 else hidden_gain)
 
