@@ -14,6 +14,7 @@ nets.py and algos.py. The training state has one owner, the Trainer: its state()
 by write_checkpoint and read, checked field by field, by read_checkpoint.
 """
 import argparse
+import contextlib
 import csv
 import dataclasses
 import difflib
@@ -232,13 +233,11 @@ def validate(run, hp):
     checks = [
         *[(f"{_flag(k)} must be one of {', '.join(c)}", v[k] in c) for k, c in CHOICES.items()],
         *[(f"{_flag(k)} must be a finite number, got {x}", math.isfinite(x)) for k, x in v.items() if type(x) is float],
-        *[(f"{_flag(k)} must be > 0", v[k] > 0) for k in ("lr_pi", "lr_v", "adam_eps", "beta_lr", "clip_eps", "max_kl",
-                                                          "obs_clip")],
-        *[(f"{_flag(k)} must be >= 0", v[k] >= 0) for k in ("max_grad_norm", "ent_coef", "vf_coef", "target_kl",
-                                                            "beta", "cg_damping", "v_iters", "seed", "save_every_s",
-                                                            "log_every")],
-        *[(f"{_flag(k)} must be >= 1", v[k] >= 1) for k in ("epochs", "minibatch", "v_minibatch", "cg_iters",
-                                                            "backtrack_iters", "num_envs", "num_steps")],
+        *[(f"{_flag(k)} must be > 0", v[k] > 0) for k in "lr_pi lr_v adam_eps beta_lr clip_eps max_kl obs_clip".split()],
+        *[(f"{_flag(k)} must be >= 0", v[k] >= 0) for k in ("max_grad_norm ent_coef vf_coef target_kl beta cg_damping "
+                                                            "v_iters seed save_every_s log_every").split()],
+        *[(f"{_flag(k)} must be >= 1", v[k] >= 1) for k in ("epochs minibatch v_minibatch cg_iters backtrack_iters "
+                                                            "num_envs num_steps").split()],
         ("--gamma must be in (0, 1]", 0 < hp.gamma <= 1), ("--lam must be in [0, 1]", 0 <= hp.lam <= 1),
         ("--backtrack-coef must be in (0, 1)", 0 < hp.backtrack_coef < 1),
         ("--target-kl must be > 0 for ppo-penalty", hp.target_kl > 0 or run.algo != "ppo-penalty"),
@@ -477,18 +476,19 @@ class Trainer:
 
     def iteration(self):
         """One whole iteration: anneal, collect a batch, update, check for NaN. Returns the update's info."""
-        agent, hp, frac = self.agent, self.hp, 1.0 - self.it / self.iters  # frac: the fraction of training left
+        agent, hp, frac, t0 = self.agent, self.hp, 1.0 - self.it / self.iters, time.time()  # frac: training left
         if hp.anneal_lr:
             agent.opt_pi.lr, agent.opt_v.lr = hp.lr_pi * frac, hp.lr_v * frac
         if getattr(self.update, "whole_episodes", False):  # REINFORCE: every batch starts from reset
             self._begin(self.envs.reset()[0])
         with np.errstate(all="ignore"):  # overflow shows up below as a named non-finite quantity
-            t0 = time.time()
-            b = self.collect()
             t1 = time.time()
+            b = self.collect()
+            t2 = time.time()
             info = self.update(agent, b, hp, self.rng, frac)
-        self.seconds["rollout_s"] += t1 - t0
-        self.seconds["update_s"] += time.time() - t1
+        self.seconds["rollout_s"] += t2 - t1
+        self.seconds["update_s"] += time.time() - t2
+        self.seconds["wall_s"] += time.time() - t0
         for name, x in [("loss_pi", info["loss_pi"]), ("loss_v", info["loss_v"]), ("kl", info["kl"]),
                         ("policy parameters theta", agent.pi.theta), ("critic parameters phi", agent.v.theta)]:
             if not np.all(np.isfinite(x)):
@@ -645,29 +645,26 @@ def read_checkpoint(path, env_id=None):
     return tr
 
 
-class FolderLock:
+@contextlib.contextmanager
+def folder_lock(out):
     """DIR/.lock, flock'ed while a run writes into DIR, and naming that run. The kernel drops the lock when the
-    process ends, however it ends, so a killed run never leaves a stale one (the empty file stays)."""
-
-    def __init__(self, out):
-        self.path = os.path.join(out, ".lock")
-
-    def __enter__(self):
-        import fcntl
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            who = os.read(self.fd, 200).decode(errors="replace").strip()
-            os.close(self.fd)
-            raise UsageError(f"{os.path.dirname(self.path)} is in use by a live run ({who}); wait or use another --out")
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
-        return self
-
-    def __exit__(self, *exc):
-        os.ftruncate(self.fd, 0)
-        os.close(self.fd)  # and with it the lock
+    process ends, however it ends, so a killed run never leaves a stale one: only the flock counts, and the name in
+    the file is read only when the flock is taken. A run that ends in Python empties the file."""
+    import fcntl
+    fd = os.open(os.path.join(out, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        who = os.read(fd, 200).decode(errors="replace").strip()
+        os.close(fd)
+        raise UsageError(f"{out} is in use by a live run ({who}); wait or use another --out")
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+    try:
+        yield
+    finally:
+        os.ftruncate(fd, 0)
+        os.close(fd)  # and with it the lock
 
 
 def folder_state(out):
@@ -738,18 +735,30 @@ def write_summary(out, tr, returns=(), interrupted=False):
 # ---------------------------------------------------------------------------------------------------------------
 
 class Interrupts:
-    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the end of the iteration in progress, where the state is
-    whole; a second one stops at once, losing that iteration: the last checkpoint written is kept."""
+    """Ctrl-C (SIGINT) or SIGTERM asks the run to stop at the end of the iteration in progress, where the state is
+    whole. Only work marked `with stop.at_once(n)` is dropped, on the n-th signal: an iteration on the second (the
+    last checkpoint written is kept), the final evaluation on the first. Anywhere else (starting, writing files,
+    releasing the folder) a signal only asks, so none lands halfway through the run's own bookkeeping."""
 
     def __enter__(self):
-        self.requested, self.old = False, {s: signal.signal(s, self.ask) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.count, self.n, self.old = 0, 0, {s: signal.signal(s, self.ask) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def ask(self, signum, frame):
-        if self.requested:
+        self.count += 1
+        if 0 < self.n <= self.count:
+            self.n = 0  # from here on a signal only asks: the bookkeeping that follows runs whole
             raise KeyboardInterrupt
-        self.requested = True
-        print("\nstopping at the end of this iteration (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        if self.count == 1:
+            print("\nstopping at the end of this iteration (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def at_once(self, n):
+        self.n = n
+        try:
+            yield
+        finally:
+            self.n = 0
 
     def __exit__(self, *exc):
         for s, handler in self.old.items():
@@ -785,7 +794,7 @@ def train(tr, out, resumed=None, overwrite=False, quiet=False):
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     run, ck_path = tr.run, os.path.join(out, "policy.npz")
     os.makedirs(out, exist_ok=True)
-    with FolderLock(out):
+    with Interrupts() as stop, folder_lock(out):  # the handler outlives the lock: see Interrupts
         open_run(tr, out, resumed, overwrite)
         defaults = {**asdict(Run()), **asdict(algos.Hyper())}
         say(f"minipg {run.algo} on {run.env}  |  {tr.iters} iterations x {tr.batch} steps  |  seed {run.seed}  |  "
@@ -796,11 +805,10 @@ def train(tr, out, resumed=None, overwrite=False, quiet=False):
         log_every, saved, last_save = run.log_every or max(1, math.ceil(tr.iters / 40)), tr.it, time.time()
         try:
             tr.start()
-            with Interrupts() as stop, open(os.path.join(out, "progress.csv"), "a", newline="") as progress:
-                while tr.it < tr.iters and not stop.requested:
-                    t0 = time.time()
-                    info = tr.iteration()
-                    tr.seconds["wall_s"] += time.time() - t0
+            with open(os.path.join(out, "progress.csv"), "a", newline="") as progress:
+                while tr.it < tr.iters and not stop.count:
+                    with stop.at_once(2):
+                        info = tr.iteration()
                     row = progress_row(tr, info)
                     progress.write(",".join(map(str, row)) + "\r\n")
                     progress.flush()
@@ -815,12 +823,13 @@ def train(tr, out, resumed=None, overwrite=False, quiet=False):
                         saved, last_save = tr.it, time.time()
             write_checkpoint(ck_path, tr)
             saved = tr.it
-            if stop.requested:
+            if stop.count:
                 write_summary(out, tr, interrupted=True)
                 print(f"interrupted after iteration {tr.it}: checkpoint saved. Continue with:\n  python minipg.py "
                       f"--resume {out}", file=sys.stderr, flush=True)
                 return {"interrupted": True}
-            returns = evaluate(tr, run.eval_episodes, run.seed + 10_000)
+            with stop.at_once(1):
+                returns = evaluate(tr, run.eval_episodes, run.seed + 10_000)
         except KeyboardInterrupt:
             print(f"stopped at once: the checkpoint of iteration {saved} is kept. Continue with:\n  python minipg.py "
                   f"--resume {out}", file=sys.stderr, flush=True)
@@ -911,7 +920,7 @@ def seeds_cmd(run, hp, root, seeds, jobs, overwrite):
     args = [a for k, v in {**asdict(run), **asdict(hp)}.items() if k not in ("seed", "out") and v is not None
             for a in (["--" + "no-" * (not v) + k.replace("_", "-")] if isinstance(v, bool) else [_flag(k), str(v)])]
     os.makedirs(root, exist_ok=True)
-    with FolderLock(root):
+    with folder_lock(root):
         if os.path.exists(os.path.join(root, "seeds.json")) and not overwrite:
             raise UsageError(f"{root} holds a finished --seeds run; pass --overwrite to replace it, or another --out")
         procs, stop = {}, []

@@ -312,6 +312,39 @@ def test_sigint_during_the_update_saves_the_state_at_the_end_of_that_iteration(t
         assert k == "seconds" or np.array_equal(x, back.state()[k]), k
 
 
+def test_a_signal_while_the_run_releases_its_folder_only_asks(tmp_path, monkeypatch):
+    """Outside an iteration and the evaluation a signal only asks, so the run's bookkeeping runs whole: one that comes
+    as the lock is released (where CI once saw a second Ctrl-C land, leaving .lock naming a dead run) changes nothing."""
+    run, hp = minipg.resolve({"algo": "ppo", "steps": 1024, "num_envs": 2, "num_steps": 128, "eval_episodes": 1})
+    truncate, calls = os.ftruncate, []
+
+    def ftruncate(fd, length):  # the lock's file is emptied twice: when taken, and when released
+        calls.append(fd)
+        if calls.count(fd) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        truncate(fd, length)
+    monkeypatch.setattr(os, "ftruncate", ftruncate)
+    out = tmp_path / "run"
+    assert minipg.train(minipg.Trainer(run, hp), str(out), quiet=True)["interrupted"] is False
+    assert len(calls) == 2 and (out / ".lock").read_text() == ""
+    assert json.loads((out / "summary.json").read_text())["interrupted"] is False
+
+
+def test_a_sigint_during_the_final_evaluation_stops_at_once_and_resume_finishes_it(tmp_path, monkeypatch):
+    run, hp = minipg.resolve({"algo": "ppo", "steps": 1024, "num_envs": 2, "num_steps": 128, "eval_episodes": 2})
+    evaluate = minipg.evaluate
+    monkeypatch.setattr(minipg, "evaluate", lambda *a, **k: (os.kill(os.getpid(), signal.SIGINT), evaluate(*a, **k))[1])
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        minipg.train(minipg.Trainer(run, hp), str(out), quiet=True)
+    assert (out / ".lock").read_text() == "" and minipg.read_checkpoint(str(out / "policy.npz")).it == 4
+    assert not (out / "summary.json").exists() or json.loads((out / "summary.json").read_text())["interrupted"]
+    r = _run("--resume", str(out))
+    assert r.returncode == 0 and "evaluation (2 deterministic episodes)" in r.stdout, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is False and summary["eval_episodes"] == 2 and summary["total_steps"] == 1024
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("gap_ms", [0, 1, 2, 3, 5])
 def test_a_double_sigint_leaves_a_loadable_checkpoint(gap_ms, tmp_path):
