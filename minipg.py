@@ -813,14 +813,15 @@ def train(tr, out, resumed=None, overwrite=False, quiet=False):
                     progress.write(",".join(map(str, row)) + "\r\n")
                     progress.flush()
                     if tr.it % log_every == 0 or tr.it == tr.iters:
-                        wall = tr.seconds["wall_s"]
                         say(" ".join(f"{x:9.3g}" if isinstance(x, float) else f"{x or '-':>9}" for x in (
                             tr.it, tr.steps, len(tr.episodes), row[3] and float(row[3]), info["kl"], info["entropy"],
-                            info["explained_var"], int(tr.steps / max(wall, 1e-9)), f"{wall:.1f}s",
-                            f"{wall / tr.it * (tr.iters - tr.it):.1f}s")))
+                            info["explained_var"], int(tr.steps / max(tr.seconds["wall_s"], 1e-9)),
+                            f"{tr.seconds['wall_s']:.1f}s", f"{tr.seconds['wall_s'] / tr.it * (tr.iters - tr.it):.1f}s")))
                     if time.time() - last_save >= run.save_every_s and tr.it < tr.iters:
+                        os.fsync(progress.fileno())  # a checkpoint vouches for the rows before it: they go first
                         write_checkpoint(ck_path, tr)
                         saved, last_save = tr.it, time.time()
+                os.fsync(progress.fileno())
             write_checkpoint(ck_path, tr)
             saved = tr.it
             if stop.count:

@@ -312,6 +312,22 @@ def test_sigint_during_the_update_saves_the_state_at_the_end_of_that_iteration(t
         assert k == "seconds" or np.array_equal(x, back.state()[k]), k
 
 
+def test_every_checkpoint_follows_the_fsync_of_the_progress_rows_it_vouches_for(tmp_path, monkeypatch):
+    """A resume repairs progress.csv to the checkpoint and refuses one that lacks rows, so after a power cut the
+    rows must be on disk before the checkpoint that vouches for them: progress.csv is fsynced before each one."""
+    run, hp = minipg.resolve({"algo": "ppo", "steps": 1024, "num_envs": 2, "num_steps": 128, "eval_episodes": 1,
+                              "save_every_s": 0.0})
+    fsync, replace, events = os.fsync, os.replace, []
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))),
+                                                 fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append("-> " + os.path.basename(b)), replace(a, b))[1])
+    minipg.train(minipg.Trainer(run, hp), str(tmp_path / "run"), quiet=True)
+    saves = [i for i, e in enumerate(events) if e == "-> policy.npz"]
+    assert len(saves) == 5, events  # the new run's iteration 0, iterations 1, 2, 3 (save_every_s 0) and the last
+    for before, i in zip([-1] + saves, saves):  # the header is written whole (fsynced, renamed); rows are fsynced
+        assert {"progress.csv", "-> progress.csv"} & set(events[before + 1:i]), events
+
+
 def test_a_signal_while_the_run_releases_its_folder_only_asks(tmp_path, monkeypatch):
     """Outside an iteration and the evaluation a signal only asks, so the run's bookkeeping runs whole: one that comes
     as the lock is released (where CI once saw a second Ctrl-C land, leaving .lock naming a dead run) changes nothing."""
