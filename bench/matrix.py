@@ -41,6 +41,8 @@ def cells():
             for env, preset in LUNAR for s in SEEDS]
     runs += [(f"{env}-{algo}-s{s}", ["--algo", algo, "--preset", "mujoco", "--env", env, "--seed", str(s)])
              for s in SEEDS for env in MUJOCO for algo in ("ppo", "trpo")]
+    runs += [(f"{env}-{algo}-s{s}", ["--algo", algo, "--preset", "mujoco", "--env", env, "--seed", str(s)])
+             for s in SEEDS for env in MUJOCO for algo in ("vpg", "a2c")]  # the notes' simpler algorithms, no target
     return runs
 
 
@@ -103,6 +105,10 @@ SCHEDULE = ("the LunarLander-v3 runs two at a time, one per core (their preset s
             "a second process and so keeps both cores busy. The work of the session went on beside them.")
 
 
+COMMITS = ("they differ in the vector env's error handling, the signal handling and docs, not in what a run "
+           "computes: the final code repeats the HalfCheetah PPO and TRPO seed-0 runs to every digit")
+
+
 def reference():
     with open(os.path.join(ROOT, "..", "shared", "reference", "mujoco.json")) as f:
         return json.load(f)
@@ -126,7 +132,7 @@ def report(results):
              "is the better figure in every cell that has both).", "",
              "| task | algo | seeds | eval median [min-max] | train median [min-max] | zoo (eval) | CleanRL (train) "
              "| won | wall s median |", "|---|---|---:|---:|---:|---:|---:|---|---:|"]
-    won = total = 0
+    won, total = {}, {}  # per algorithm: cells won, cells with a reference
     for (env, algo), rs in sorted(by.items(), key=lambda kv: (kv[0][0].startswith("Lunar"), kv[0])):
         task = env.split("-")[0]
         ev, tr, wall = ([r[k] for r in rs] for k in ("eval_mean", "train_last20", "wall_s"))
@@ -136,19 +142,24 @@ def report(results):
         if z is not None:  # the better of the two figures, against its own kind of number
             ok = statistics.median(ev) > z[0] if c is None or z[0] >= c[0] else statistics.median(tr) > c[0]
             verdict = ("yes" if ok else "no") + ("" if len(rs) == 3 else f" ({len(rs)} seed{'s' * (len(rs) > 1)})")
-            won, total = won + ok, total + 1
+            won[algo], total[algo] = won.get(algo, 0) + ok, total.get(algo, 0) + 1
         lines.append(f"| {env} | {algo} | {len(rs)} | {statistics.median(ev):.0f} [{min(ev):.0f}, {max(ev):.0f}] | "
                      f"{statistics.median(tr):.0f} [{min(tr):.0f}, {max(tr):.0f}] | "
                      f"{'' if z is None else f'{z[0]:.0f}'} | {'' if c is None else f'{c[0]:.0f}'} | {verdict} | "
                      f"{statistics.median(wall):.0f} |")
-    lines += ["", f"Cells won: {won} of {total} with results.", ""]
+    target = [a for a in ("ppo", "trpo") if a in total]
+    lines += ["", f"Cells won: {sum(won[a] for a in target)} of {sum(total[a] for a in target)} PPO/TRPO cells with "
+              "results (the target)" + "".join(f"; {a.upper()} against the zoo's tuned {a.upper()}: {won[a]} of "
+                                               f"{total[a]} (not a target)" for a in total if a not in target) + ".", ""]
     spans = sorted((r["started"], r["ended"]) for r in results.values())
     if spans:
         busy = sum(r["wall_s"] for r in results.values()) / 3600
         lines += [f"Runs: {len(results)}, from {spans[0][0]} to {max(e for _, e in spans)}; the training loops "
                   f"alone add up to {busy:.2f} h. Schedule: {SCHEDULE} Commits: "
-                  + ", ".join(sorted({r['commit'] for r in results.values()})) + " (they differ in the vector env's "
-                  "error handling and in docs, not in what a run computes). Versions: "
+                  + "; ".join(f"{a}: " + ", ".join(sorted({r['commit'] for r in results.values()
+                                                           if r['name'].rsplit('-', 2)[1] == a}))
+                              for a in sorted({r['name'].rsplit('-', 2)[1] for r in results.values()}))
+                  + f" ({COMMITS}). Versions: "
                   + json.dumps(next(iter(results.values()))["versions"]), ""]
     with open(os.path.join(BENCH, "matrix.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -171,7 +182,7 @@ def plot(by):
     fig, axes = plt.subplots(2, cols, figsize=(3.6 * cols, 6.5), squeeze=False)
     grid = np.linspace(0, 1_000_000, 101)
     for ax, env in zip(axes.flat, envs):
-        for algo, colour in (("ppo", "C0"), ("trpo", "C1")):
+        for algo, colour in (("ppo", "C0"), ("trpo", "C1"), ("vpg", "C2"), ("a2c", "C3")):
             curves = []
             for r in by.get((env, algo), []):
                 with open(os.path.join(OUT, "runs", r["name"], "progress.csv")) as f:
