@@ -105,6 +105,7 @@ SCHEDULE = ("the LunarLander-v3 runs two at a time, one per core (their preset s
             "a second process and so keeps both cores busy. The work of the session went on beside them.")
 
 
+BATCHES = ((("ppo", "trpo"), "a 2-core Intel Xeon (LunarLander included)"), (("vpg", "a2c"), "a 2-core AMD EPYC"))
 COMMITS = ("they differ in the vector env's error handling, the signal handling and docs, not in what a run "
            "computes: the final code repeats the HalfCheetah PPO and TRPO seed-0 runs to every digit")
 
@@ -133,7 +134,9 @@ def report(results):
              "| task | algo | seeds | eval median [min-max] | train median [min-max] | zoo (eval) | CleanRL (train) "
              "| won | wall s median |", "|---|---|---:|---:|---:|---:|---:|---|---:|"]
     won, total = {}, {}  # per algorithm: cells won, cells with a reference
-    for (env, algo), rs in sorted(by.items(), key=lambda kv: (kv[0][0].startswith("Lunar"), kv[0])):
+    order = ("ppo", "trpo", "vpg", "a2c")
+    for (env, algo), rs in sorted(by.items(), key=lambda kv: (kv[0][0].startswith("Lunar"), kv[0][0],
+                                                             order.index(kv[0][1]))):
         task = env.split("-")[0]
         ev, tr, wall = ([r[k] for r in rs] for k in ("eval_mean", "train_last20", "wall_s"))
         z = zoo.get(algo, {}).get(task)
@@ -154,8 +157,15 @@ def report(results):
     spans = sorted((r["started"], r["ended"]) for r in results.values())
     if spans:
         busy = sum(r["wall_s"] for r in results.values()) / 3600
-        lines += [f"Runs: {len(results)}, from {spans[0][0]} to {max(e for _, e in spans)}; the training loops "
-                  f"alone add up to {busy:.2f} h. Schedule: {SCHEDULE} Commits: "
+        batches = []
+        for algos, machine in BATCHES:
+            rs = [r for r in results.values() if r["name"].rsplit("-", 2)[1] in algos]
+            if rs:
+                batches.append(f"{' and '.join(a.upper() for a in algos)} ({len(rs)} runs): from "
+                               f"{min(r['started'] for r in rs)} to {max(r['ended'] for r in rs)} on {machine}, the "
+                               f"training loops {sum(r['wall_s'] for r in rs) / 3600:.2f} h")
+        lines += [f"Runs: {len(results)}, the training loops alone {busy:.2f} h in all. " + "; ".join(batches)
+                  + f". Schedule: {SCHEDULE} Commits: "
                   + "; ".join(f"{a}: " + ", ".join(sorted({r['commit'] for r in results.values()
                                                            if r['name'].rsplit('-', 2)[1] == a}))
                               for a in sorted({r['name'].rsplit('-', 2)[1] for r in results.values()}))
