@@ -154,8 +154,7 @@ def report(results):
     lines += ["", f"Cells won: {sum(won[a] for a in target)} of {sum(total[a] for a in target)} PPO/TRPO cells with "
               "results (the target)" + "".join(f"; {a.upper()} against the zoo's tuned {a.upper()}: {won[a]} of "
                                                f"{total[a]} (not a target)" for a in total if a not in target) + ".", ""]
-    spans = sorted((r["started"], r["ended"]) for r in results.values())
-    if spans:
+    if results:
         busy = sum(r["wall_s"] for r in results.values()) / 3600
         batches = []
         for algos, machine in BATCHES:
