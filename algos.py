@@ -1,29 +1,35 @@
 """algos.py -- the policy-gradient algorithms of the notes, one update function each.
 
-Read next to the lecture notes in shared/seeds (000 Spinning-Up intro, 001 PG as policy iteration,
-002 PG and A2C, 003 CS285-style notes). Every equation cites "NNN §section"; `grep -n "003 §5.3.4" *.py` finds it.
+Read next to the four lecture notes (000 Spinning-Up intro, 001 PG as policy iteration, 002 PG and A2C,
+003 CS285-style notes; README.md says where to get them). Every equation cites "NNN §section";
+`grep -n "003 §5.3.4" *.py` finds it. Where the code departs from a note, the line says so, and
+docs/notes.md lists every departure with the test that asserts it.
 
 Glossary (code name -> symbol in the notes)
-  obs, act      s_t, a_t                      logp        log pi_theta(a_t|s_t)
-  rew           r_t = R(s_t, a_t, s_{t+1})    ret         R_hat_t, reward-to-go / critic target
+  obs, act      s_t, a_t                      logp        log pi_theta(a_t|s_t); logp_old at theta_old
+  rew           r_t = R(s_t, a_t, s_{t+1})    rtg         R_hat_t = sum_{t'>=t} gamma^(t'-t) r_t', reward-to-go
   R_tau         R(tau), the whole return      phi         Phi_t, the weight on grad log pi (000 §Other Forms)
-  val           V_phi(s_t)                    adv         A_hat_t, advantage estimate
+  b             the baseline b(s_t)           val         V_phi(s_t), the critic (its parameters: agent.v.theta)
+  adv           A_hat_t, advantage (GAE)      v_target    A_hat_t + V_phi(s_t), the lambda-return: the critic's target
   gamma, lam    gamma, lambda (GAE)           td          r_t + gamma V(s_{t+1}) - V(s_t), the TD error
-  ratio         r_t(theta) = pi_theta / pi_theta_old           clip_eps    epsilon (PPO-Clip)
+  ratio         r_t(theta) = pi_theta / pi_theta_old      clip_eps    epsilon (PPO-Clip)
+  L, dL_dz      a policy objective and its gradient w.r.t. z (the head's distribution parameters)
   max_kl        delta, the KL bound (TRPO/NPG; 001 §Method 2 calls it epsilon)
-  target_kl     d_targ, the KL target (PPO-Penalty; 001 §Method 1's epsilon)      beta, beta_lr   beta, alpha (001 §Method 1)
+  target_kl     PPO-Clip's early stop: the epochs end once mean KL > 1.5 target_kl (000 §PPO, Spinning Up)
+  d_targ        PPO-Penalty's KL target (001 §Method 1's epsilon);  beta, beta_lr: beta, alpha (001 §Method 1)
   g             the policy (surrogate) gradient; in pg_estimate g_tau = 003's g(tau) = sum_t grad log pi(a_t|s_t)
-  x             ~ (F + damping I)^{-1} g after cg_iters steps of conjugate gradient
-  F v           fisher_vector_product(...): the Fisher matrix times a vector, never F itself
-  z             the head's distribution parameters (logits, or mean and log-std)
+  x             ~ (F + damping I)^{-1} g after cg_iters steps of conjugate gradient;  rhs: CG's right-hand side
+  fvp           F v: fisher_vector_product(...), the Fisher matrix times a vector, never F itself
+  grad_v        the gradient of the critic's loss w.r.t. its parameters phi
   n_tau         N_tau, the number of whole episodes (003's N)
 R_hat_t and R(tau) are discounted by gamma; the notes' undiscounted sums are --gamma 1.
-`b` is the Batch in an update, the baseline in pg_estimate, and the right-hand side in cg.
 Shapes: rollouts arrive as (T, E) = (steps per env, envs); `flat` turns them into (N,) with N = E*T, env-major,
-so each env's episodes are contiguous. dz (N, D) are gradients (or, in F v, tangents) w.r.t. z.
+so each env's episodes are contiguous. dL_dz (N, D) are gradients (or, in F v, tangents) w.r.t. z.
 
-Every update has the signature update(agent, b, hp, rng, frac) -> info dict, and lives in UPDATES.
-frac is the fraction of training left (1 -> 0), for annealing. This file imports only numpy, numba and nets.
+Every update has the signature update(agent, batch, hp, rng, frac) -> info dict, and lives in UPDATES; BATCHES
+says which batch each reads: an algos.Batch of E*T steps (a time-limit cut bootstraps from V), or, for
+REINFORCE, algos.Episodes, whole episodes from reset. frac is the fraction of training left (1 -> 0), for
+annealing. make_agent builds the agent a Hyper describes. This file imports only numpy, numba and nets.
 """
 from dataclasses import dataclass, field
 
@@ -32,53 +38,100 @@ from numba import njit
 
 import nets
 
+ALL = ("reinforce", "vpg", "a2c", "npg", "trpo", "ppo", "ppo-penalty")
+PPOS = ("ppo", "ppo-penalty")
+FITS_V = ("reinforce", "vpg", "npg", "trpo")  # a critic fitted by its own regression (fit_value)
+GAE = ("vpg", "a2c", "npg", "trpo", "ppo", "ppo-penalty")
 
-def _hp(default, sym, doc, group="common"):
-    return field(default=default, metadata={"sym": sym, "help": doc, "group": group})
+
+def _hp(default, sym, doc, used_by=ALL, range=None):
+    return field(default=default, metadata={"sym": sym, "help": doc, "used_by": used_by, "range": range})
 
 
 @dataclass
 class Hyper:
-    """Algorithm hyperparameters. Every field is a command-line flag of minipg.py (--clip-eps, ...)."""
-    gamma: float = _hp(0.99, "γ", "discount factor, in (0, 1]; typical 0.95-0.999")
-    lam: float = _hp(0.95, "λ", "GAE parameter, in [0, 1]: 0 = TD error, 1 = discounted return - V; typical 0.9-1")
-    lr_pi: float = _hp(3e-4, "α", "policy learning rate (Adam/RMSprop), > 0; typical 1e-4-1e-2")
-    lr_v: float = _hp(1e-3, "α_φ", "critic V_φ learning rate for VPG, NPG, TRPO, REINFORCE, > 0 (PPO and A2C step "
-                      "actor and critic on one joint loss with lr_pi); typical 1e-4-1e-2")
-    anneal_lr: bool = _hp(False, "", "anneal learning rates linearly to 0 over training")
+    """Algorithm hyperparameters: everything the updates (and make_agent) read, and only that. Every field is a
+    command-line flag of minipg.py (--clip-eps, ...); `used_by` names the algorithms that read it."""
+    gamma: float = _hp(0.99, "γ", "discount factor; typical 0.95-0.999", range="(0, 1]")
+    lam: float = _hp(0.95, "λ", "GAE parameter: 0 = TD error, 1 = discounted return - V; typical 0.9-1", GAE, "[0, 1]")
+    lr_pi: float = _hp(3e-4, "α", "policy learning rate (Adam/RMSprop); PPO and A2C step the critic with it too, "
+                       "on one joint loss; typical 1e-4-1e-2", ("reinforce", "vpg", "a2c", "ppo", "ppo-penalty"), "> 0")
+    lr_v: float = _hp(1e-3, "α_φ", "critic V_φ learning rate; typical 1e-4-1e-2", FITS_V, "> 0")
+    anneal_lr: bool = _hp(False, "", "anneal learning rates linearly to 0 over training (by frac)")
     optimiser: str = _hp("adam", "", "adam | rmsprop (A2C's classic choice)")
-    adam_eps: float = _hp(1e-5, "ε_adam", "optimiser epsilon; typical 1e-8-1e-5")
-    max_grad_norm: float = _hp(0.5, "", "global gradient-norm clip for PPO/A2C (0 = off); typical 0.5")
-    ent_coef: float = _hp(0.0, "c₂", "entropy bonus coefficient; typical 0-0.01")
-    norm_adv: bool = _hp(True, "", "normalise advantages per (mini)batch to mean 0, std 1")
-    v_iters: int = _hp(20, "", "critic epochs per batch (VPG, NPG, TRPO, REINFORCE with V); typical 5-80")
-    v_minibatch: int = _hp(128, "", "critic minibatch size for those epochs")
+    adam_eps: float = _hp(1e-5, "ε_adam", "optimiser epsilon; typical 1e-8-1e-5", range="> 0")
+    max_grad_norm: float = _hp(0.5, "", "global gradient-norm clip (0 = off); typical 0.5", ("a2c", *PPOS), ">= 0")
+    ent_coef: float = _hp(0.0, "c₂", "entropy bonus coefficient; typical 0-0.01", ("vpg", "a2c", *PPOS), ">= 0")
+    norm_adv: bool = _hp(True, "", "normalise advantages per (mini)batch to mean 0, std 1", GAE)
+    v_iters: int = _hp(20, "", "critic epochs per batch; typical 5-80", FITS_V, ">= 0")
+    v_minibatch: int = _hp(128, "", "critic minibatch size for those epochs", FITS_V, ">= 1")
     # PPO / PPO-Penalty
-    epochs: int = _hp(10, "K", "epochs over each batch; typical 3-30", "ppo")
-    minibatch: int = _hp(64, "M", "minibatch size; typical 32-4096", "ppo")
-    clip_eps: float = _hp(0.2, "ε", "PPO clip range for r_t(θ), > 0; typical 0.1-0.3", "ppo")
-    anneal_clip: bool = _hp(False, "", "anneal ε linearly to 0 over training", "ppo")
-    clip_vloss: bool = _hp(False, "", "clip the value loss around the old values, with the same ε", "ppo")
-    vf_coef: float = _hp(0.5, "c₁", "value-loss coefficient (PPO, A2C)", "ppo")
-    target_kl: float = _hp(0.0, "d_targ", "PPO: stop the epochs once mean KL > 1.5 d_targ (0 = never); "
-                           "PPO-Penalty: the KL that β steers to", "ppo")
-    beta: float = _hp(1.0, "β₀", "initial KL penalty coefficient", "ppo-penalty")
-    beta_rule: str = _hp("ppo", "", "ppo: β×2 if KL > 1.5 d_targ, β/2 if KL < d_targ/1.5 | additive: β += α_β (KL - d_targ) (001 §Method 1)", "ppo-penalty")
-    beta_lr: float = _hp(10.0, "α_β", "step size of the additive β rule", "ppo-penalty")
+    epochs: int = _hp(10, "K", "epochs over each batch; typical 3-30", PPOS, ">= 1")
+    minibatch: int = _hp(64, "M", "minibatch size; typical 32-4096", PPOS, ">= 1")
+    clip_eps: float = _hp(0.2, "ε", "PPO clip range for r_t(θ); typical 0.1-0.3", ("ppo",), "> 0")
+    anneal_clip: bool = _hp(False, "", "anneal ε linearly to 0 over training", ("ppo",))
+    clip_vloss: bool = _hp(False, "", "clip the value loss around the old values, with the same ε", ("ppo",))
+    vf_coef: float = _hp(0.5, "c₁", "weight of the value loss ½(V - V_target)² in the joint loss", ("a2c", *PPOS), ">= 0")
+    target_kl: float = _hp(0.0, "", "stop the epochs once mean KL > 1.5 target_kl (0 = never)", ("ppo",), ">= 0")
+    d_targ: float = _hp(0.01, "d_targ", "the KL that β steers to (001 §Method 1's ε)", ("ppo-penalty",), "> 0")
+    beta: float = _hp(1.0, "β₀", "initial KL penalty coefficient", ("ppo-penalty",), ">= 0")
+    beta_rule: str = _hp("ppo", "", "ppo: β×2 if KL > 1.5 d_targ, β/2 if KL < d_targ/1.5 | additive: "
+                         "β += α_β (KL - d_targ) (001 §Method 1)", ("ppo-penalty",))
+    beta_lr: float = _hp(10.0, "α_β", "step size of the additive β rule", ("ppo-penalty",), "> 0")
     # NPG / TRPO
-    max_kl: float = _hp(0.01, "δ", "KL bound of the natural-gradient step, > 0; typical 0.001-0.05", "trpo")
-    cg_iters: int = _hp(10, "", "conjugate-gradient iterations", "trpo")
-    cg_damping: float = _hp(0.1, "", "damping added to F inside CG: (F + damping I) x = g", "trpo")
-    backtrack_coef: float = _hp(0.8, "", "line-search step shrink factor, in (0, 1)", "trpo")
-    backtrack_iters: int = _hp(10, "", "line-search steps before giving up (TRPO)", "trpo")
+    max_kl: float = _hp(0.01, "δ", "KL bound of the natural-gradient step; typical 0.001-0.05", ("npg", "trpo"), "> 0")
+    cg_iters: int = _hp(10, "", "conjugate-gradient iterations", ("npg", "trpo"), ">= 1")
+    cg_damping: float = _hp(0.1, "", "damping added to F inside CG: (F + damping I) x = g", ("npg", "trpo"), ">= 0")
+    backtrack_coef: float = _hp(0.8, "", "line-search step shrink factor", ("trpo",), "(0, 1)")
+    backtrack_iters: int = _hp(10, "", "line-search steps before giving up", ("trpo",), ">= 1")
     # REINFORCE
-    phi: str = _hp("rtg", "Φ_t", "return: R(τ) | rtg: reward-to-go R̂_t", "reinforce")
-    baseline: str = _hp("v", "b", "none | mean | optimal (003 §5.3.4, per parameter) | v (learned V_φ)", "reinforce")
+    phi: str = _hp("rtg", "Φ_t", "return: R(τ) | rtg: reward-to-go R̂_t (at γ < 1 they estimate different "
+                   "gradients: docs/notes.md)", ("reinforce",))
+    baseline: str = _hp("v", "b", "none | mean | optimal (003 §5.3.4, per parameter) | v (learned V_φ)", ("reinforce",))
+
+
+# The values that solve CartPole-v1 with minipg.py's batches (README, bench/seeds.md); the batch shape and the
+# budget are minipg.RUN_DEFAULTS. Your own loop: Hyper(**DEFAULTS["ppo"]).
+_PPO = dict(minibatch=256, epochs=20, gamma=0.98, lam=0.8, lr_pi=1e-3, anneal_lr=True)
+_TRPO = dict(lam=0.98, cg_damping=1e-3, max_kl=0.01, v_iters=20, v_minibatch=512)
+DEFAULTS = {
+    "ppo": dict(_PPO, anneal_clip=True),  # rl-zoo's tuned CartPole PPO
+    "ppo-penalty": dict(_PPO, d_targ=0.02, beta=1.0),  # docs/results.md: why 0.02, not the PPO paper's 0.01
+    "trpo": _TRPO,
+    "npg": _TRPO,
+    "vpg": dict(lr_pi=3e-3, v_iters=20, v_minibatch=256),
+    "a2c": dict(lam=1.0, optimiser="rmsprop", lr_pi=7e-4, norm_adv=False),
+    "reinforce": dict(lr_pi=3e-3, v_iters=20, v_minibatch=256),
+}
+
+# The update's part of minipg.py's presets (one per task family; docs/results.md says where each comes from).
+PRESETS = {
+    "mujoco": dict(minibatch=64, epochs=10, lr_pi=3e-4, lr_v=1e-3, anneal_lr=True, anneal_clip=False, gamma=0.99,
+                   lam=0.95, max_grad_norm=0.5, max_kl=0.04, cg_damping=0.1, cg_iters=15, v_iters=20, v_minibatch=128),
+    "lunarlander": dict(minibatch=64, epochs=4, gamma=0.999, lam=0.98, ent_coef=0.01, lr_pi=3e-4, anneal_lr=False,
+                        anneal_clip=False),
+    "pendulum": dict(minibatch=64, epochs=10, gamma=0.9, lam=0.95, lr_pi=1e-3),
+}
+PRESET_NAMES = ("mujoco", "lunarlander", "lunarlander-continuous", "pendulum")
+
+
+def make_agent(obs_dim, head, hp, rng, hidden=(64, 64), activation="tanh", init_log_std=0.0, dtype=np.float64):
+    """The agent a Hyper describes: pi_theta and V_phi, each with hp.optimiser at hp.lr_pi / hp.lr_v."""
+    return nets.Agent(obs_dim, head, hidden, activation, rng, hp.optimiser, hp.lr_pi, hp.lr_v, hp.adam_eps,
+                      init_log_std, dtype)
+
+
+def set_learning_rates(agent, hp, frac):
+    """Every update starts here: alpha = lr_pi (and lr_v), times frac (the training left) when annealed."""
+    scale = frac if hp.anneal_lr else 1.0
+    agent.opt_pi.lr = hp.lr_pi * scale
+    agent.opt_v.lr = hp.lr_v * scale
 
 
 @dataclass
 class Batch:
-    """One rollout of E envs for T steps: what every update reads. minipg.collect fills it; so can your own loop."""
+    """One rollout of E envs for T steps: what every update but REINFORCE reads. minipg.collect fills it; so can
+    your own loop (gymnasium's vector envs with autoreset_mode=SAME_STEP give final_obs for final_val)."""
     obs: np.ndarray         # (T, E, obs_dim) s_t
     act: np.ndarray         # (T, E) int, or (T, E, A) float (unclipped, as sampled)
     logp: np.ndarray        # (T, E) log pi_theta_old(a_t|s_t)
@@ -88,6 +141,73 @@ class Batch:
     truncated: np.ndarray   # (T, E) bool: a time limit cut the episode at t
     final_val: np.ndarray   # (T, E) V_phi(final obs) where truncated, else 0
     last_val: np.ndarray    # (E,) V_phi(s_T), to bootstrap the cut at the end of the rollout
+
+    @property
+    def n_steps(self):
+        return self.rew.size
+
+    def check(self):
+        """One clear error for a batch of the wrong shapes: every array (T, E), obs (T, E, obs_dim), last_val (E,)."""
+        if not isinstance(self.rew, np.ndarray) or self.rew.ndim != 2:
+            raise ValueError("Batch.rew must be a (T, E) array: T steps of E envs")
+        T, E = self.rew.shape
+        for name in ("logp", "val", "terminated", "truncated", "final_val"):
+            x = getattr(self, name)
+            if not isinstance(x, np.ndarray) or x.shape != (T, E):
+                raise ValueError(f"Batch.{name} must have shape (T, E) = {(T, E)} like rew, got "
+                                 f"{getattr(x, 'shape', type(x).__name__)}")
+        if not isinstance(self.obs, np.ndarray) or self.obs.shape[:2] != (T, E) or self.obs.ndim != 3:
+            raise ValueError(f"Batch.obs must have shape (T, E, obs_dim) = ({T}, {E}, obs_dim), got "
+                             f"{getattr(self.obs, 'shape', None)} (arrays are time-major: (T, E), not (E, T))")
+        if not isinstance(self.act, np.ndarray) or self.act.shape[:2] != (T, E):
+            raise ValueError(f"Batch.act must have shape (T, E) or (T, E, A), got {getattr(self.act, 'shape', None)}")
+        if not isinstance(self.last_val, np.ndarray) or self.last_val.shape != (E,):
+            raise ValueError(f"Batch.last_val must be V_phi(s_T) of shape (E,) = ({E},), got "
+                             f"{getattr(self.last_val, 'shape', repr(self.last_val))}: the cut at the end of the "
+                             "rollout bootstraps from it")
+
+
+@dataclass
+class Episodes:
+    """N_tau whole episodes, each from reset to its end, drawn i.i.d. from pi_theta: what REINFORCE reads
+    (000 §Deriving the Simplest Policy Gradient: the mean over a set of trajectories D = {tau_i}). Rows are steps,
+    each episode's rows contiguous and in time order. minipg.collect_episodes fills it; so can your own loop."""
+    obs: np.ndarray   # (N, obs_dim) s_t
+    act: np.ndarray   # (N,) int, or (N, A) float
+    logp: np.ndarray  # (N,) log pi_theta_old(a_t|s_t)
+    val: np.ndarray   # (N,) V_phi(s_t)
+    rew: np.ndarray   # (N,) r_t
+    ep: np.ndarray    # (N,) int: the episode of each row, 0, ..., 0, 1, ..., N_tau - 1
+
+    @property
+    def n_steps(self):
+        return len(self.rew)
+
+    @property
+    def n_tau(self):
+        return int(self.ep[-1]) + 1
+
+    @property
+    def done(self):
+        """(N,) bool: the last step of each episode."""
+        return np.r_[self.ep[1:] != self.ep[:-1], True]
+
+    def check(self):
+        if not isinstance(self.ep, np.ndarray) or self.ep.ndim != 1 or len(self.ep) == 0:
+            raise ValueError("Episodes.ep must be a non-empty (N,) array of episode indices: REINFORCE needs at "
+                             "least one whole episode")
+        N = len(self.ep)
+        for name in ("logp", "val", "rew"):
+            if getattr(self, name).shape != (N,):
+                raise ValueError(f"Episodes.{name} must have shape (N,) = ({N},), got {getattr(self, name).shape}")
+        if len(self.obs) != N or len(self.act) != N:
+            raise ValueError(f"Episodes.obs and .act must have N = {N} rows")
+        if self.ep[0] != 0 or np.any(np.diff(self.ep) < 0) or np.any(np.diff(self.ep) > 1):
+            raise ValueError("Episodes.ep must count episodes 0, 1, ... in order, each episode's rows together")
+
+
+BATCHES = {"reinforce": Episodes, "vpg": Batch, "a2c": Batch, "npg": Batch, "trpo": Batch, "ppo": Batch,
+           "ppo-penalty": Batch}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -102,15 +222,15 @@ def discount_cumsum(rew, done, gamma):
     (000 §Don't Let the Past Distract You; 003 §5.2, causality: an action cannot change the rewards before it).
     rew, done: (T, E); done ends an episode (no bootstrap). Returns (T, E)."""
     T, E = rew.shape
-    ret = np.zeros_like(rew)
+    rtg = np.zeros_like(rew)
     running = np.zeros(E)  # (E,) the return from t on; time outside, envs inside: rows are contiguous in memory
     for t in range(T - 1, -1, -1):
         for e in range(E):
             if done[t, e]:
                 running[e] = 0.0
             running[e] = rew[t, e] + gamma * running[e]
-            ret[t, e] = running[e]
-    return ret
+            rtg[t, e] = running[e]
+    return rtg
 
 
 @njit(cache=True)
@@ -155,35 +275,29 @@ def flat(x):
     return x.swapaxes(0, 1).reshape(-1, *x.shape[2:])
 
 
-def whole_episodes(done):
-    """(T, E) -> (T, E) bool: the steps that belong to an episode that ended inside this rollout
-    (the rollout started from reset). The unfinished tail of each env is dropped."""
-    last = np.where(done.any(0), done.shape[0] - 1 - np.argmax(done[::-1], 0), -1)  # (E,)
-    return np.arange(done.shape[0])[:, None] <= last[None, :]
-
-
-def explained_variance(val, ret):
-    """1 - Var[ret - V] / Var[ret]: 1 is a perfect critic, 0 no better than a constant."""
-    var = _var(ret)
-    return float("nan") if var == 0 else float(1.0 - _var(ret - val) / var)
+def explained_variance(val, target):
+    """1 - Var[target - V] / Var[target]: 1 is a perfect critic, 0 no better than a constant, and below 0 worse
+    than one (as happens when the returns change faster than the critic: a policy that just got much better)."""
+    var = _var(target)
+    return float("nan") if var == 0 else float(1.0 - _var(target - val) / var)
 
 
 def _var(x):
     d = x - x.mean()
-    return d @ d / len(d)  # np.var, without its overhead on small arrays
+    return d @ d / len(d)  # the population variance, as np.var
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Small pure numerical pieces
 # ---------------------------------------------------------------------------------------------------------------
 
-def cg(f_Ax, b, iters=10, tol=1e-10):
-    """Conjugate gradient for A x = b with A symmetric positive definite, given only v -> A v: how TRPO solves
+def cg(f_Ax, rhs, iters=10, tol=1e-10):
+    """Conjugate gradient for A x = rhs with A symmetric positive definite, given only v -> A v: how TRPO solves
     F x = g without forming F (000 §Proximal Policy Optimization: "solved using the conjugate gradient
     algorithm"). Stops after `iters` steps or once the squared residual r^T r <= tol (absolute, as in
     modular_rl / Spinning Up). Returns x."""
-    x = np.zeros_like(b)
-    r = b.copy()  # residual b - A x with x = 0
+    x = np.zeros_like(rhs)
+    r = rhs.copy()  # residual rhs - A x with x = 0
     p = r.copy()
     rr = r @ r
     for _ in range(iters):
@@ -220,20 +334,20 @@ def line_search(f, theta_old, step, max_kl, coef=0.8, iters=10):
     return theta_old, iters
 
 
-def fit_value(agent, obs, ret, hp, rng):
-    """Critic regression, 002 §actor-critic method: phi <- argmin_phi E[(V_phi(s_t) - R_hat_t)^2], by
-    hp.v_iters epochs of Adam on minibatches. Returns the loss 1/2 mean (V - R_hat)^2 after fitting."""
+def fit_value(agent, obs, v_target, hp, rng):
+    """Critic regression, 002 §actor-critic method: phi <- argmin_phi E[(V_phi(s_t) - V_target_t)^2], by
+    hp.v_iters epochs of the critic's optimiser on minibatches. Returns the loss 1/2 mean (V - V_target)^2 after."""
     N = len(obs)
     for _ in range(hp.v_iters):
         for mb in np.array_split(rng.permutation(N), max(1, N // hp.v_minibatch)):
             out, hs = agent.v.forward(obs[mb])
-            dphi, _ = agent.v.backward((out - ret[mb, None]) / len(mb), hs)
-            agent.v.theta[:] = agent.opt_v.step(agent.v.theta, dphi)
-    return float(0.5 * np.mean((agent.value(obs) - ret) ** 2))
+            grad_v, _ = agent.v.backward((out - v_target[mb, None]) / len(mb), hs)
+            agent.v.theta[:] = agent.opt_v.step(agent.v.theta, grad_v)
+    return float(0.5 * np.mean((agent.value(obs) - v_target) ** 2))
 
 
 def normalise(adv):
-    """(A - mean A) / (std A + 1e-8). (np.mean and np.std cost several times this on a minibatch: bench/steps.md.)"""
+    """(A - mean A) / (std A + 1e-8)."""
     d = adv - adv.sum() / len(adv)
     return d / (np.sqrt(d @ d / len(d)) + 1e-8)
 
@@ -247,20 +361,35 @@ def policy_gradient(pi, z, hs, act, A, ent_coef=0.0):
     return pi.backward(dz, hs) / len(A)
 
 
-def prepare(b, hp):
-    """The shared input of every actor-critic update: flat (N,) arrays of obs, act, logp_old, GAE advantages,
-    critic targets ret = adv + V (the lambda-return), and the old values."""
-    adv = gae(b.rew, b.val, b.terminated, b.truncated, b.final_val, b.last_val, hp.gamma, hp.lam)  # (T, E)
-    return flat(b.obs), flat(b.act), flat(b.logp), flat(adv).astype(b.obs.dtype), flat(adv + b.val).astype(b.obs.dtype), flat(b.val)
+@dataclass
+class Samples:
+    """A Batch as (N,) samples, with what every actor-critic update computes from it first."""
+    obs: np.ndarray       # (N, obs_dim)
+    act: np.ndarray       # (N,) or (N, A)
+    logp_old: np.ndarray  # (N,) log pi_theta_old(a_t|s_t)
+    adv: np.ndarray       # (N,) A_hat_t, GAE
+    v_target: np.ndarray  # (N,) A_hat_t + V_phi_old(s_t), the lambda-return
+    val_old: np.ndarray   # (N,) V_phi_old(s_t)
 
 
-def diagnostics(agent, obs, act, z_old, val_old, ret, **info):
+def prepare(batch, hp):
+    """The shared input of every actor-critic update: the flat samples, GAE advantages and critic targets."""
+    batch.check()
+    adv = gae(batch.rew, batch.val, batch.terminated, batch.truncated, batch.final_val, batch.last_val, hp.gamma,
+              hp.lam)  # (T, E)
+    # the critic's target is the lambda-return A_hat_t + V(s_t) (the notes' R_hat_t when lam = 1)
+    dtype = batch.obs.dtype
+    return Samples(obs=flat(batch.obs), act=flat(batch.act), logp_old=flat(batch.logp), adv=flat(adv).astype(dtype),
+                   v_target=flat(adv + batch.val).astype(dtype), val_old=flat(batch.val))
+
+
+def diagnostics(agent, obs, z_old, val_old, v_target, **info):
     """The fixed diagnostics, measured on the whole batch after the update: mean KL(pi_old || pi_new),
-    entropy of pi_new, and how much of the return's variance the *old* critic explained."""
+    entropy of pi_new, and how much of the target's variance the *old* critic explained."""
     z, _ = agent.pi.dist(obs)
     head = agent.pi.head
     return dict(info, kl=float(head.kl(z_old, z).mean()), entropy=float(head.entropy(z).mean()),
-                explained_var=explained_variance(val_old, ret))
+                explained_var=explained_variance(val_old, v_target))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -273,11 +402,15 @@ def pg_estimate(pi, obs, act, phi, ep, baseline, val=None):
     000 §Other Forms of the Policy Gradient, 002 §basic policy gradient, 003 §5.3. It rests on the
     log-derivative trick grad p_theta(tau) = p_theta(tau) grad log p_theta(tau)
     (003 §2.2, 000 §Deriving the Simplest Policy Gradient), and any fixed b(s_t) leaves its mean unchanged since
-    E[grad log pi] = 0 (000 §Baselines in Policy Gradients, 002 §baselines, 003 §5.3.2). Baselines estimated
-    from the same batch ('mean', 'optimal') add a bias of order 1/N_tau. Without autograd, the weighted
-    "pseudo-loss" of 003 §7.1, sum_t log pi(a_t|s_t) Q_t, becomes: weight d log pi/dz by Q_t, then backprop.
-    obs (N, obs_dim), phi (N,), ep (N,) episode index (sorted, 0..N_tau-1), val (N,) = V_phi(s_t) for
-    baseline 'v'. Returns g (P,)."""
+    E[grad log pi] = 0 (000 §Baselines in Policy Gradients, 002 §baselines, 003 §5.3.2). On i.i.d. whole episodes
+    (algos.Episodes) it is unbiased for 'none' and 'v' (V fixed during the batch) and any fixed b(s). Baselines
+    estimated from the same batch ('mean', 'optimal') see the return of the episode they weigh, so they are
+    biased: E[g] ~ (1 - c/N_tau) grad J, the gradient shrunk towards 0; on test_estimators.py's tasks c ~ 0.7-0.9
+    for 'mean' and 1.9-2.6 for 'optimal' with reward-to-go (more with R(tau)), so at N_tau = 64 they lose about
+    1% and 3-4% of the gradient (bench/estimators.md).
+    Without autograd, the weighted "pseudo-loss" of 003 §7.1, sum_t log pi(a_t|s_t) Q_t, becomes: weight
+    d log pi/dz by Q_t, then backprop. obs (N, obs_dim), phi (N,), ep (N,) episode index (sorted,
+    0..N_tau-1), val (N,) = V_phi(s_t) for baseline 'v'. Returns g (P,)."""
     z, hs = pi.dist(obs)
     dlogp = pi.head.dlogp(z, act)                     # (N, D)
     n_tau = int(ep[-1]) + 1  # a Python int: a numpy int64 would turn float32 into float64
@@ -299,197 +432,245 @@ def pg_estimate(pi, obs, act, phi, ep, baseline, val=None):
     return pi.backward(dlogp * phi[:, None], hs) / n_tau
 
 
-def update_reinforce(agent, b, hp, rng, frac=1.0):
+def update_reinforce(agent, episodes, hp, rng, frac=1.0):
     """REINFORCE (003 §3): with Phi_t = R(tau) (hp.phi='return') or the reward-to-go (hp.phi='rtg'), minus a
-    baseline, on whole episodes."""
-    done = b.terminated | b.truncated      # the time limit is the horizon T of the notes: no bootstrap
-    keep = flat(whole_episodes(done))      # (N,) only episodes that started and ended in this batch
-    if not keep.any():
-        return dict(loss_pi=0.0, loss_v=0.0, kl=0.0, entropy=float("nan"), explained_var=float("nan"), episodes=0)
-    obs, act, val = flat(b.obs)[keep], flat(b.act)[keep], flat(b.val)[keep]
-    ep = np.cumsum(np.r_[0, flat(done)[keep][:-1]])                       # (N,) episode index
+    baseline, on N_tau whole episodes drawn i.i.d. from pi_theta (an algos.Episodes)."""
+    if not isinstance(episodes, Episodes):
+        raise TypeError(f"update_reinforce takes algos.Episodes (whole episodes, each from reset), not "
+                        f"{type(episodes).__name__}: a rollout of fixed length would score the tail of an episode "
+                        "as a whole one, and keeping only the episodes that end in it favours the short ones")
+    episodes.check()
+    set_learning_rates(agent, hp, frac)
+    obs, act, val, ep = episodes.obs, episodes.act, episodes.val, episodes.ep
     # 000 §Don't Let the Past Distract You: R_hat_t = sum_{t'=t}^T gamma^(t'-t) r_t'; R(tau) = R_hat_0 of its
-    # episode (the notes have gamma = 1: --gamma 1)
-    ret = flat(discount_cumsum(b.rew, done, hp.gamma))[keep]              # (N,)
-    R_tau = ret[np.r_[0, np.flatnonzero(np.diff(ep)) + 1]][ep]            # (N,)
-    phi = R_tau if hp.phi == "return" else ret
+    # episode (the notes have gamma = 1: --gamma 1; at gamma < 1, R(tau) discounts from t = 0 and R_hat_t from t,
+    # so the two estimate different gradients: docs/notes.md)
+    rtg = discount_cumsum(episodes.rew[:, None], episodes.done[:, None], hp.gamma)[:, 0]  # (N,)
+    R_tau = rtg[np.r_[0, np.flatnonzero(np.diff(ep)) + 1]][ep]                          # (N,)
+    phi = R_tau if hp.phi == "return" else rtg
     z_old, _ = agent.pi.dist(obs)
     g = pg_estimate(agent.pi, obs, act, phi, ep, hp.baseline, val)
     # 000 §Deriving the Simplest Policy Gradient: theta_{k+1} = theta_k + alpha g  (the optimiser descends -g)
     agent.pi.theta = agent.opt_pi.step(agent.pi.theta, -g)
-    loss_v = fit_value(agent, obs, ret, hp, rng) if hp.baseline == "v" else 0.0
+    loss_v = fit_value(agent, obs, rtg, hp, rng) if hp.baseline == "v" else 0.0
     # loss_pi: the 003 §7.1 pseudo-loss -1/N_tau sum_t log pi(a_t|s_t) Phi_t at theta_old (its value means little)
-    loss_pi = -float(np.sum(agent.pi.head.log_prob(z_old, act) * phi) / (ep[-1] + 1))
-    return diagnostics(agent, obs, act, z_old, val, ret, loss_pi=loss_pi, loss_v=loss_v, episodes=int(ep[-1] + 1))
-
-
-update_reinforce.whole_episodes = True  # minipg.py resets the envs before each batch
+    loss_pi = -float(np.sum(agent.pi.head.log_prob(z_old, act) * phi) / episodes.n_tau)
+    return diagnostics(agent, obs, z_old, val, rtg, loss_pi=loss_pi, loss_v=loss_v, episodes=episodes.n_tau)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # VPG and A2C: one policy-gradient step on A_hat_t
 # ---------------------------------------------------------------------------------------------------------------
 
-def update_vpg(agent, b, hp, rng, frac=1.0):
+def update_vpg(agent, batch, hp, rng, frac=1.0):
     """Vanilla policy gradient, 000 §Vanilla Policy Gradient (VPG): GAE-lambda advantages, one ascent step,
     then V_phi fitted by regression over hp.v_iters epochs."""
-    obs, act, logp_old, adv, ret, val = prepare(b, hp)
+    set_learning_rates(agent, hp, frac)
+    s = prepare(batch, hp)
     pi = agent.pi
-    A = normalise(adv) if hp.norm_adv else adv
-    z_old, hs = pi.dist(obs)
+    A = normalise(s.adv) if hp.norm_adv else s.adv
+    z_old, hs = pi.dist(s.obs)
     # 000 §Vanilla Policy Gradient (VPG): g = 1/N sum_t grad log pi(a_t|s_t) A_hat_t  (+ c2 grad H, the entropy bonus)
-    g = policy_gradient(pi, z_old, hs, act, A, hp.ent_coef)
+    g = policy_gradient(pi, z_old, hs, s.act, A, hp.ent_coef)
     # 000 §Vanilla Policy Gradient (VPG): theta_{k+1} = theta_k + alpha g
     pi.theta = agent.opt_pi.step(pi.theta, -g)
-    loss_v = fit_value(agent, obs, ret, hp, rng)
-    return diagnostics(agent, obs, act, z_old, val, ret, loss_v=loss_v,
-                       loss_pi=-float(np.mean(logp_old * A)))  # the pseudo-loss at theta_old (003 §7.1)
+    loss_v = fit_value(agent, s.obs, s.v_target, hp, rng)
+    return diagnostics(agent, s.obs, z_old, s.val_old, s.v_target, loss_v=loss_v,
+                       loss_pi=-float(np.mean(s.logp_old * A)))  # the pseudo-loss at theta_old (003 §7.1)
 
 
-def update_a2c(agent, b, hp, rng, frac=1.0):
+def update_a2c(agent, batch, hp, rng, frac=1.0):
     """Advantage actor-critic, 002 §actor-critic method: n-step rollouts (T = n) from E parallel envs;
-    A_hat_t = sum_{l<n} gamma^l r_{t+l} + gamma^(n-t) V(s_T) - V(s_t) (GAE, with lam = 1 in A2C's defaults);
-    one step for the actor on sum_t grad log pi A_hat_t and one for the critic on (V_phi(s_t) - R_hat_t)^2."""
-    obs, act, logp_old, adv, ret, val = prepare(b, hp)
-    pi, N = agent.pi, len(obs)
-    A = normalise(adv) if hp.norm_adv else adv
-    z_old, hs = pi.dist(obs)
+    A_hat_t = sum_{l < n-t} gamma^l r_{t+l} + gamma^(n-t) V(s_T) - V(s_t) (GAE with lam = 1, A2C's default);
+    one step for the actor on sum_t grad log pi A_hat_t and one for the critic on (V_phi(s_t) - V_target_t)^2.
+    (002 writes Q(s_t, a_t) = r_t + gamma max_a Q(s_{t+1}, a); for Q^pi it is r_t + gamma V^pi(s_{t+1}), as here.)"""
+    set_learning_rates(agent, hp, frac)
+    s = prepare(batch, hp)
+    pi, N = agent.pi, len(s.obs)
+    A = normalise(s.adv) if hp.norm_adv else s.adv
+    z_old, hs = pi.dist(s.obs)
     # 002 §actor-critic method: g_hat = 1/|D| sum_t grad log pi(a_t|s_t) (Q(s_t,a_t) - V(s_t))
-    g = policy_gradient(pi, z_old, hs, act, A, hp.ent_coef)
-    out, hv = agent.v.forward(obs)
-    # critic: minimise c1 * 1/2 mean (V_phi(s_t) - R_hat_t)^2
-    dphi, _ = agent.v.backward(hp.vf_coef * (out - ret[:, None]) / N, hv)
-    grad, _ = nets.clip_grad_norm(np.concatenate([-g, dphi]), hp.max_grad_norm)  # one global norm, as in A2C
+    g = policy_gradient(pi, z_old, hs, s.act, A, hp.ent_coef)
+    out, hv = agent.v.forward(s.obs)
+    # critic: minimise c1 * 1/2 mean (V_phi(s_t) - V_target_t)^2
+    grad_v, _ = agent.v.backward(hp.vf_coef * (out - s.v_target[:, None]) / N, hv)
+    grad, _ = nets.clip_grad_norm(np.concatenate([-g, grad_v]), hp.max_grad_norm)  # one global norm, as in A2C
     pi.theta = agent.opt_pi.step(pi.theta, grad[:pi.n_params])
     agent.v.theta[:] = agent.opt_v.step(agent.v.theta, grad[pi.n_params:], lr=agent.opt_pi.lr)  # one joint loss
-    return diagnostics(agent, obs, act, z_old, val, ret, loss_pi=-float(np.mean(logp_old * A)),
-                       loss_v=float(0.5 * np.mean((out[:, 0] - ret) ** 2)))
+    return diagnostics(agent, s.obs, z_old, s.val_old, s.v_target, loss_pi=-float(np.mean(s.logp_old * A)),
+                       loss_v=float(0.5 * np.mean((out[:, 0] - s.v_target) ** 2)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Natural gradient and TRPO: one code path; NPG is TRPO without the line search
 # ---------------------------------------------------------------------------------------------------------------
 
-def update_trpo(agent, b, hp, rng, frac=1.0, search=True):
+def trpo_surrogate(head, z, act, logp_old, A):
+    """000 §Proximal Policy Optimization (TRPO): L(theta) = 1/N sum_t r_t(theta) A_t, r_t = pi_theta / pi_theta_old,
+    003 §6's first-order (per-decision) importance weight. Returns L and dL/dz (N, D): r_t A_t dlogp / N."""
+    ratio = np.exp(head.log_prob(z, act) - logp_old)  # (N,) r_t
+    L = float(np.mean(ratio * A))
+    dL_dz = (ratio * A)[:, None] * head.dlogp(z, act) / len(A)
+    return L, dL_dz
+
+
+def update_trpo(agent, batch, hp, rng, frac=1.0, search=True):
     """TRPO (000 §Proximal Policy Optimization, the TRPO part): maximise the surrogate E[r_t(theta) A_hat_t]
     subject to mean KL(pi_old || pi_theta) <= delta, by the natural-gradient step and a backtracking line search."""
-    obs, act, logp_old, adv, ret, val = prepare(b, hp)
+    set_learning_rates(agent, hp, frac)
+    s = prepare(batch, hp)
     pi = agent.pi
-    A = normalise(adv) if hp.norm_adv else adv
+    A = normalise(s.adv) if hp.norm_adv else s.adv
     theta_old = pi.theta
-    z_old, hs = pi.dist(obs)
-    # 000 §Proximal Policy Optimization: g = grad of the surrogate at theta_old = 1/N sum_t grad log pi A_hat_t
-    # (the ratio is 1 there)
-    g = policy_gradient(pi, z_old, hs, act, A)
+    z_old, hs = pi.dist(s.obs)
+    # 000 §Proximal Policy Optimization: g = grad of the surrogate at theta_old (where r_t = 1)
+    surr_old, dL_dz = trpo_surrogate(pi.head, z_old, s.act, s.logp_old, A)
+    g = pi.backward(dL_dz, hs)
     # 001 §Method 2: KL ~ 1/2 dtheta^T F dtheta; x = F^{-1} g by CG on F v products. F is singular (for logits,
     # (diag p - p p^T) 1 = 0), so CG solves (F + damping I) x = g: the note's direction as damping -> 0.
     # 001 bounds KL(pi_1 || pi_0) at every s_t; TRPO bounds the batch mean of KL(pi_old || pi_new) (the same to
     # second order), and drops the note's gamma^t weights.
     x = cg(lambda v: fisher_vector_product(pi, z_old, hs, v, hp.cg_damping), g, hp.cg_iters)
     # 001 §Method 2: theta <- theta + sqrt(2 eps / g^T F^{-1} g) F^{-1} g  (001's eps is delta = max_kl here).
-    # With x for F^{-1} g and x^T F x for g^T F^{-1} g (undamped F), the step has 1/2 dtheta^T F dtheta = delta exactly.
+    # 001 and Spinning Up take g^T x for g^T F^{-1} g; we take x^T F x with the undamped F, so that
+    # 1/2 dtheta^T F dtheta = delta exactly (the step is sqrt(g^T x / x^T F x) times theirs: docs/notes.md).
     step = np.sqrt(2 * hp.max_kl / (x @ fisher_vector_product(pi, z_old, hs, x) + 1e-12)) * x
 
     def surrogate_and_kl(theta):
-        # 003 §6 first-order (per-decision) importance weight: L(theta) = 1/N sum_t r_t(theta) A_hat_t
         pi.theta = theta
-        z, _ = pi.dist(obs)
-        ratio = np.exp(pi.head.log_prob(z, act) - logp_old)
-        return float(np.mean(ratio * A)), float(pi.head.kl(z_old, z).mean())
+        z, _ = pi.dist(s.obs)
+        return trpo_surrogate(pi.head, z, s.act, s.logp_old, A)[0], float(pi.head.kl(z_old, z).mean())
 
-    surr_old, _ = surrogate_and_kl(theta_old)
-    theta, backtracks = (line_search(surrogate_and_kl, theta_old, step, hp.max_kl, hp.backtrack_coef,
-                                     hp.backtrack_iters) if search else (theta_old + step, 0))
+    if search:
+        theta, backtracks = line_search(surrogate_and_kl, theta_old, step, hp.max_kl, hp.backtrack_coef,
+                                        hp.backtrack_iters)
+    else:
+        theta, backtracks = theta_old + step, 0
     surr_new, _ = surrogate_and_kl(theta)  # leaves pi at theta
-    loss_v = fit_value(agent, obs, ret, hp, rng)
-    return diagnostics(agent, obs, act, z_old, val, ret, loss_pi=-surr_new, loss_v=loss_v,
+    loss_v = fit_value(agent, s.obs, s.v_target, hp, rng)
+    return diagnostics(agent, s.obs, z_old, s.val_old, s.v_target, loss_pi=-surr_new, loss_v=loss_v,
                        backtracks=backtracks, surr_gain=surr_new - surr_old)
 
 
-def update_npg(agent, b, hp, rng, frac=1.0):
+def update_npg(agent, batch, hp, rng, frac=1.0):
     """Natural policy gradient, 001 §Method 2: the TRPO step without the line search."""
-    return update_trpo(agent, b, hp, rng, frac, search=False)
+    return update_trpo(agent, batch, hp, rng, frac, search=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # PPO-Clip and PPO-Penalty: epochs of shuffled minibatches; they differ only in the policy objective
 # ---------------------------------------------------------------------------------------------------------------
 
-def dz_clip(head, z, z_old, act, logp_old, A, hp, clip_eps, beta):
-    """Gradient w.r.t. z of the PPO-Clip loss  -1/n sum_t min(r_t A_t, clip(r_t, 1-eps, 1+eps) A_t)
-    (000 §Proximal Policy Optimization). r_t = exp(logp - logp_old) is 003 §6's per-decision importance
-    weight. d r_t / dz = r_t dlogp; the min passes it on only where the unclipped term is the smaller one."""
+def ppo_clip_objective(head, z, act, logp_old, A, clip_eps):
+    """000 §Proximal Policy Optimization: L = 1/n sum_t min(r_t A_t, clip(r_t, 1-eps, 1+eps) A_t), with
+    r_t = exp(logp - logp_old), 003 §6's per-decision importance weight. Returns L and dL/dz (n, D):
+    d r_t/dz = r_t dlogp, and the min passes it on only where the unclipped term is the smaller one."""
     ratio = np.exp(head.log_prob(z, act) - logp_old)                      # (n,)
-    unclipped = ratio * A <= np.clip(ratio, 1 - clip_eps, 1 + clip_eps) * A
-    return -(unclipped * ratio * A)[:, None] * head.dlogp(z, act) / len(A)
+    clipped = np.clip(ratio, 1 - clip_eps, 1 + clip_eps)
+    L = float(np.mean(np.minimum(ratio * A, clipped * A)))
+    unclipped = ratio * A <= clipped * A
+    dL_dz = (unclipped * ratio * A)[:, None] * head.dlogp(z, act) / len(A)
+    return L, dL_dz
 
 
-def dz_penalty(head, z, z_old, act, logp_old, A, hp, clip_eps, beta):
-    """Gradient w.r.t. z of the PPO-Penalty loss  -1/n sum_t [r_t A_t - beta KL(pi_old || pi)(s_t)]
-    (000 §Proximal Policy Optimization, PPO-Penalty; 001 §Method 1: J~ = E[A pi/pi_old] - beta KL). 001 writes
-    KL(pi_new || pi_old); we use KL(pi_old || pi_new), as the PPO paper does: equal to second order."""
+def ppo_penalty_objective(head, z, z_old, act, logp_old, A, beta):
+    """000 §Proximal Policy Optimization (PPO-Penalty), 001 §Method 1: L = 1/n sum_t [r_t A_t - beta KL(pi_old ||
+    pi)(s_t)]. Returns L and dL/dz (n, D) = (r_t A_t dlogp - beta dKL/dz) / n. 001 writes KL(pi_new || pi_old);
+    we use KL(pi_old || pi_new), as the PPO paper does: the two agree to second order (docs/notes.md)."""
     ratio = np.exp(head.log_prob(z, act) - logp_old)
-    return (-(ratio * A)[:, None] * head.dlogp(z, act) + beta * head.dkl(z_old, z)) / len(A)
+    L = float(np.mean(ratio * A - beta * head.kl(z_old, z)))
+    dL_dz = ((ratio * A)[:, None] * head.dlogp(z, act) - beta * head.dkl(z_old, z)) / len(A)
+    return L, dL_dz
 
 
-def ppo_epochs(agent, b, hp, rng, frac, dz_objective, beta=0.0, stop_kl=0.0):
-    """The shared PPO loop: hp.epochs passes of shuffled minibatches, each one Adam step on
-    policy loss - c2 entropy + c1 value loss, with one global gradient-norm clip. Returns diagnostics."""
-    obs, act, logp_old, adv, ret, val_old = prepare(b, hp)
-    pi, head, N = agent.pi, agent.pi.head, len(obs)
-    clip_eps = hp.clip_eps * (frac if hp.anneal_clip else 1.0)
-    z_old, _ = pi.dist(obs)
+def ppo_epochs(agent, batch, hp, rng, frac, objective, stop_kl=0.0):
+    """The shared PPO loop: hp.epochs passes of shuffled minibatches, each one optimiser step on
+    -L - c2 entropy + c1 value loss, with one global gradient-norm clip. objective(z, mb, A) -> (L, dL/dz).
+    Returns the flat samples, z_old and how many epochs ran."""
+    set_learning_rates(agent, hp, frac)
+    s = prepare(batch, hp)
+    pi, head, N = agent.pi, agent.pi.head, len(s.obs)
+    clip_eps = annealed_clip(hp, frac)  # for the value clip
+    z_old, _ = pi.dist(s.obs)
     epochs_run = 0
     for epoch in range(hp.epochs):
         for mb in np.array_split(rng.permutation(N), max(1, N // hp.minibatch)):
-            z, hs = pi.dist(obs[mb])
-            A = normalise(adv[mb]) if hp.norm_adv else adv[mb]
-            dz = dz_objective(head, z, z_old[mb], act[mb], logp_old[mb], A, hp, clip_eps, beta)
+            z, hs = pi.dist(s.obs[mb])
+            A = normalise(s.adv[mb]) if hp.norm_adv else s.adv[mb]
+            _, dL_dz = objective(z, z_old[mb], s.act[mb], s.logp_old[mb], A)
+            dz = -dL_dz                                                   # the optimiser descends the loss -L
             if hp.ent_coef:
                 dz -= hp.ent_coef * head.dentropy(z) / len(mb)            # entropy bonus c2 H
-            v, hv = agent.v.forward(obs[mb])
-            dv = v[:, 0] - ret[mb]                                        # d/dV of 1/2 (V - R_hat)^2
+            v, hv = agent.v.forward(s.obs[mb])
+            dv = v[:, 0] - s.v_target[mb]                                 # d/dV of 1/2 (V - V_target)^2
             if hp.clip_vloss:  # max((V - R)^2, (V_clip - R)^2), V_clip = V_old + clip(V - V_old, -eps, eps)
-                v_clip = val_old[mb] + np.clip(v[:, 0] - val_old[mb], -clip_eps, clip_eps)
-                inside = np.abs(v[:, 0] - val_old[mb]) < clip_eps  # there d V_clip / dV = 1, outside 0
-                dv = np.where((v_clip - ret[mb]) ** 2 > dv ** 2, (v_clip - ret[mb]) * inside, dv)  # d/dV of the larger
-            dphi, _ = agent.v.backward(hp.vf_coef * dv[:, None] / len(mb), hv)
-            grad, _ = nets.clip_grad_norm(np.concatenate([pi.backward(dz, hs), dphi]), hp.max_grad_norm)
+                v_clip = s.val_old[mb] + np.clip(v[:, 0] - s.val_old[mb], -clip_eps, clip_eps)
+                inside = np.abs(v[:, 0] - s.val_old[mb]) < clip_eps  # there d V_clip / dV = 1, outside 0
+                dv = np.where((v_clip - s.v_target[mb]) ** 2 > dv ** 2, (v_clip - s.v_target[mb]) * inside, dv)
+            grad_v, _ = agent.v.backward(hp.vf_coef * dv[:, None] / len(mb), hv)
+            grad, _ = nets.clip_grad_norm(np.concatenate([pi.backward(dz, hs), grad_v]), hp.max_grad_norm)
             pi.theta = agent.opt_pi.step(pi.theta, grad[:pi.n_params])
             agent.v.theta[:] = agent.opt_v.step(agent.v.theta, grad[pi.n_params:], lr=agent.opt_pi.lr)  # joint loss
         epochs_run += 1
-        # Spinning Up's early stopping (000 §Proximal Policy Optimization): stop once mean KL passes 1.5 d_targ
-        if stop_kl > 0 and head.kl(z_old, pi.dist(obs)[0]).mean() > 1.5 * stop_kl:
+        # Spinning Up's early stopping (000 §Proximal Policy Optimization): stop once mean KL passes 1.5 target_kl.
+        # Checked once per epoch, as Spinning Up does (SB3 checks per minibatch: docs/notes.md)
+        if stop_kl > 0 and head.kl(z_old, pi.dist(s.obs)[0]).mean() > 1.5 * stop_kl:
             break
-    z, _ = pi.dist(obs)
-    ratio = np.exp(head.log_prob(z, act) - logp_old)
-    A = normalise(adv) if hp.norm_adv else adv
-    loss_pi = -np.mean(np.minimum(ratio * A, np.clip(ratio, 1 - clip_eps, 1 + clip_eps) * A))
-    return diagnostics(agent, obs, act, z_old, val_old, ret, loss_pi=float(loss_pi), epochs=epochs_run,
-                       loss_v=float(0.5 * np.mean((agent.value(obs) - ret) ** 2)),
+    return s, z_old, epochs_run
+
+
+def annealed_clip(hp, frac):
+    """epsilon, annealed linearly to 0 with the training left when hp.anneal_clip."""
+    return hp.clip_eps * (frac if hp.anneal_clip else 1.0)
+
+
+def update_ppo(agent, batch, hp, rng, frac=1.0):
+    """PPO-Clip (000 §Proximal Policy Optimization): maximise E_t[min(r_t A_t, clip(r_t, 1-eps, 1+eps) A_t)]."""
+    clip_eps = annealed_clip(hp, frac)
+
+    def objective(z, z_old, act, logp_old, A):
+        return ppo_clip_objective(agent.pi.head, z, act, logp_old, A, clip_eps)
+
+    s, z_old, epochs = ppo_epochs(agent, batch, hp, rng, frac, objective, stop_kl=hp.target_kl)
+    z, _ = agent.pi.dist(s.obs)
+    A = normalise(s.adv) if hp.norm_adv else s.adv
+    L, _ = ppo_clip_objective(agent.pi.head, z, s.act, s.logp_old, A, clip_eps)
+    ratio = np.exp(agent.pi.head.log_prob(z, s.act) - s.logp_old)
+    return diagnostics(agent, s.obs, z_old, s.val_old, s.v_target, loss_pi=-L, epochs=epochs,
+                       loss_v=float(0.5 * np.mean((agent.value(s.obs) - s.v_target) ** 2)),
                        clipfrac=float(np.mean(np.abs(ratio - 1) > clip_eps)))
 
 
-def update_ppo(agent, b, hp, rng, frac=1.0):
-    """PPO-Clip (000 §Proximal Policy Optimization): maximise E_t[min(r_t A_t, clip(r_t, 1-eps, 1+eps) A_t)]."""
-    return ppo_epochs(agent, b, hp, rng, frac, dz_clip, stop_kl=hp.target_kl)
-
-
-def update_ppo_penalty(agent, b, hp, rng, frac=1.0):
+def update_ppo_penalty(agent, batch, hp, rng, frac=1.0):
     """PPO-Penalty: maximise E_t[r_t A_t] - beta KL, then adapt beta to the measured KL (000, 001 §Method 1)."""
     if getattr(agent, "beta", None) is None:
         agent.beta = hp.beta
-    info = ppo_epochs(agent, b, hp, rng, frac, dz_penalty, beta=agent.beta)
-    info["beta"] = agent.beta
-    kl, target = info["kl"], hp.target_kl
-    if hp.beta_rule == "additive":
-        # 001 §Method 1: beta <- beta + alpha (KL - eps)
-        agent.beta = max(0.0, agent.beta + hp.beta_lr * (kl - target))
-    elif kl > 1.5 * target:  # the PPO paper's rule (Schulman et al. 2017, §4)
-        agent.beta *= 2.0
-    elif kl < target / 1.5:
-        agent.beta /= 2.0
+    beta = agent.beta
+
+    def objective(z, z_old, act, logp_old, A):
+        return ppo_penalty_objective(agent.pi.head, z, z_old, act, logp_old, A, beta)
+
+    s, z_old, epochs = ppo_epochs(agent, batch, hp, rng, frac, objective)
+    z, _ = agent.pi.dist(s.obs)
+    A = normalise(s.adv) if hp.norm_adv else s.adv
+    L, _ = ppo_penalty_objective(agent.pi.head, z, z_old, s.act, s.logp_old, A, beta)
+    info = diagnostics(agent, s.obs, z_old, s.val_old, s.v_target, loss_pi=-L, epochs=epochs, beta=beta,
+                       loss_v=float(0.5 * np.mean((agent.value(s.obs) - s.v_target) ** 2)))
+    agent.beta = next_beta(beta, info["kl"], hp)
     return info
+
+
+def next_beta(beta, kl, hp):
+    """The adaptive KL coefficient after a batch whose mean KL was kl."""
+    if hp.beta_rule == "additive":
+        # 001 §Method 1: beta <- beta + alpha (KL - eps), kept >= 0 (001 does not say; a negative beta would
+        # reward moving away from pi_old: docs/notes.md)
+        return max(0.0, beta + hp.beta_lr * (kl - hp.d_targ))
+    if kl > 1.5 * hp.d_targ:  # the PPO paper's rule (Schulman et al. 2017, §4)
+        return beta * 2.0
+    if kl < hp.d_targ / 1.5:
+        return beta / 2.0
+    return beta
 
 
 UPDATES = {

@@ -21,10 +21,9 @@ fresh V_phi to R_hat_t and give the fixed baselines (mean and per-parameter opti
 from one (N, P) matrix of per-sample gradients (nets.per_sample_grads, numba). "(batch)" baselines are estimated
 from the batch itself, as algos.pg_estimate does, and so depend on its actions: an O(1/n) bias.
 """
-import csv
-import json
-import math
+import argparse
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -99,12 +98,12 @@ def snapshot(env_id, steps, seed):
     """The policy after `steps` env steps of minipg's PPO (0 = the untrained initial policy), in float64 so that
     tiny steps and variances are exact: the runner's Trainer, in memory. Returns (agent, norm, spaces)."""
     given = {"algo": "ppo", "env": env_id, "seed": seed, "dtype": "float64"}
-    run, hp = minipg.resolve(given)
-    tr = minipg.Trainer(minipg.resolve({**given, "steps": max(steps, run.num_envs * run.num_steps)})[0], hp)
+    run, hp = minipg.CONFIG.resolve(given)
+    tr = minipg.Trainer(minipg.CONFIG.resolve({**given, "steps": max(steps, run.num_envs * run.num_steps)})[0], hp)
     if steps > 0:
         tr.start()
         try:
-            while tr.it < tr.iters:
+            while not tr.done():
                 tr.iteration()
         finally:
             tr.close()
@@ -178,17 +177,21 @@ def measure_estimators(agent, norm, env_id, rng, n_traj=10, n_batches=200, n_fit
     """One snapshot. n_fit episodes fit a fresh critic V_phi to R_hat_t and give the fixed baselines and the
     reference gradient; then n_batches independent batches of n_traj episodes give every estimator once each.
     Returns dict: names (K,), g (M, K, P), ref (P,), ref_rel_se, explained_var, fit and lab (Episodes)."""
+    say(f"  collecting {n_fit} episodes to fit V_phi and the fixed baselines ...")
     fit = rollout_episodes(agent, norm, env_id, n_fit, rng)
     agent.v = nets.MLP(agent.v.sizes, agent.v.activation, out_gain=1.0, rng=rng)
     agent.opt_v = nets.Adam(agent.v.theta.size, lr=lr_v)
     algos.fit_value(agent, fit.obs, fit.rtg(), algos.Hyper(v_iters=v_iters, v_minibatch=256), rng)
     b_opt, ref, ref_rel_se = fit_statistics(agent.pi, fit)
+    say(f"  collecting {n_batches} batches of {n_traj} episodes ...")
     lab = rollout_episodes(agent, norm, env_id, n_traj * n_batches, rng)
     phis = phi_forms(lab, agent.value(lab.obs), float(fit.rtg().mean()), lams)
     names = ["R(tau)", "reward-to-go", "rtg - mean b (fixed)", "rtg - mean b (batch)", "rtg - optimal b (fixed)",
              "rtg - optimal b (batch)", "rtg - V_phi"] + [f"GAE lam={lam:g}" for lam in lams]
     g = np.zeros((n_batches, len(names), agent.pi.n_params))                       # (M, K, P)
     for m in range(n_batches):
+        if m % 50 == 0:
+            say(f"  estimators on batch {m + 1} of {n_batches} ...")
         rows = slice(lab.start[m * n_traj], lab.start[(m + 1) * n_traj])
         est = batch_estimates(agent.pi, lab.take(m * n_traj, (m + 1) * n_traj), {k: v[rows] for k, v in phis.items()},
                               b_opt)
@@ -326,7 +329,7 @@ def report_estimators(name, steps, r, n_traj, n_fit):
     ix, R = r["names"].index, r["lab"].returns
     s = estimator_stats(r["g"], r["ref"], pair=ix("reward-to-go"))
     print_table(f"[{name}] PPO {steps} env steps: return {R.mean():.1f} +- {R.std():.1f} ({len(R)} episodes, "
-                f"{R.sum():.0f} steps). V_phi fitted on {n_fit} other episodes: explained variance "
+                f"{len(r['lab'].obs)} steps). V_phi fitted on {n_fit} other episodes: explained variance "
                 f"{r['explained_var']:.2f}."
                 f"\n{len(r['g'])} batches of {n_traj} episodes. Reference gradient: rtg - optimal b over the {n_fit} "
                 f"fit episodes (relative standard error {r['ref_rel_se']:.3f}).\nz: mean minus reward-to-go's mean, "
@@ -355,11 +358,13 @@ def lab_variance(env_id="CartPole-v1", seed=0, out_dir=".", snapshots=LAB_SNAPSH
     t0, rng, out = time.time(), np.random.default_rng(seed), {"env": env_id, "seed": seed, "snapshots": []}
     os.makedirs(out_dir, exist_ok=True)
     for name, steps in snapshots:
+        say(f"[{name}] training PPO for {steps} env steps ({time.time() - t0:.0f} s so far) ...")
         agent, norm, _ = snapshot(env_id, steps, seed)
         r = measure_estimators(agent, norm, env_id, rng, n_traj, n_batches, n_fit, lams)
         out["snapshots"].append(report_estimators(name, steps, r, n_traj, n_fit))
     # the last snapshot, its V_phi and its lab episodes (independent of V_phi)
     d = r["lab"].take(0, n_ng)
+    say(f"[{name}] the natural-gradient scan and the true improvements ({time.time() - t0:.0f} s so far) ...")
     kl_rows, ng_steps = kl_scan(agent.pi, d, d.rtg() - agent.value(d.obs))
     gains = true_improvement(agent, norm, env_id, ng_steps, n_eval, rng)
     print_table(f"[{name}] 001 §Method 2 along the natural gradient F^-1 g (CG as TRPO's; g with rtg - V_phi; "
@@ -440,71 +445,26 @@ def plot_lab(out, out_dir):
     print(f"wrote {os.path.join(out_dir, 'variance.png')} and kl_quadratic.png")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Tables and pictures of runs: the --seeds table, and python minipg.py --plot DIR [DIR ...]
-# ---------------------------------------------------------------------------------------------------------------
+def say(text):
+    """Progress on long work, on stderr, so that stdout holds only the tables."""
+    print(text, file=sys.stderr, flush=True)
 
-def read_progress(run_dir):
-    """(steps, return_mean, "algo on env") of a run, checked: UsageError if its files are unreadable or damaged."""
+
+def main(argv=None):
+    """python lab.py --env ENV --seed S --out DIR: what python minipg.py --lab variance runs, once it has checked
+    the env and the folder."""
+    p = argparse.ArgumentParser(prog="lab.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--env", default="CartPole-v1")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=".")
+    args = p.parse_args(argv)
     try:
-        with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("return_mean")]
-        x, y = np.array([float(r["steps"]) for r in rows]), np.array([float(r["return_mean"]) for r in rows])
-        with open(os.path.join(run_dir, "config.json")) as f:
-            run = minipg.config_from(json.load(f))[0]
-    except (OSError, ValueError, KeyError, TypeError, csv.Error, minipg.UsageError) as e:
-        raise minipg.UsageError(f"{run_dir} is not a readable run ({type(e).__name__}: {e})".splitlines()[0])
-    if len(x) == 0 or not np.all(np.isfinite(y)) or np.any(np.diff(x) < 0):
-        raise minipg.UsageError(f"{run_dir}/progress.csv has no finished episodes to plot, or damaged rows")
-    return x, y, f"{run.algo} on {run.env}"
-
-
-def plot_runs(dirs, out):
-    """learning_curve.png: per run, its curve; per --seeds folder, the median and the min-max band of its seeds."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise minipg.UsageError("--plot needs matplotlib: pip install matplotlib")
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    titles = set()
-    for d in dirs:
-        runs = [d] if os.path.isfile(os.path.join(d, "progress.csv")) else sorted(os.path.join(d, s) for s in (
-            os.listdir(d) if os.path.isdir(d) else []) if os.path.isfile(os.path.join(d, s, "progress.csv")))
-        if not runs:
-            raise minipg.UsageError(f"{d} holds no progress.csv (neither a run nor a --seeds folder of runs)")
-        curves = [read_progress(r) for r in runs]
-        grid = np.linspace(0, min(c[0][-1] for c in curves), 200)
-        ys = np.array([np.interp(grid, x, y) for x, y, _ in curves])  # (seeds, 200)
-        line, = ax.plot(grid, np.median(ys, 0), label=os.path.basename(os.path.normpath(d))
-                        + (f" (median of {len(runs)})" if len(runs) > 1 else ""))
-        if len(runs) > 1:
-            ax.fill_between(grid, ys.min(0), ys.max(0), alpha=0.2, color=line.get_color())
-        titles |= {c[2] for c in curves}
-    ax.set(title=", ".join(sorted(titles)) + ("  (line: median, band: min-max)" if ax.collections else ""),
-           xlabel="env steps", ylabel="mean return of the last 20 episodes")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    folder = out or (dirs[0] if len(dirs) == 1 else os.path.commonpath([os.path.abspath(d) for d in dirs]))
-    minipg.check_out(folder)
-    os.makedirs(folder, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(os.path.join(folder, "learning_curve.png"), dpi=120)
-    print(f"wrote {os.path.join(folder, 'learning_curve.png')}")
+        lab_variance(args.env, args.seed, args.out)
+    except minipg.UsageError as e:
+        print(f"lab: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
-def seeds_table(run, seeds, summaries):
-    """Markdown: median, min and max over the seeds of the final evaluation, the last-20 training return and, where
-    the env has a threshold, the steps to it."""
-    def row(name, xs):
-        xs = [x for x in xs if x is not None] or [math.nan]
-        return f"| {name} | {np.median(xs):.1f} | {min(xs):.1f} | {max(xs):.1f} |\n"
-    threshold, reach = summaries[0]["threshold"], [s["steps_to_threshold"] for s in summaries]
-    return (f"{run.algo} on {run.env}, seeds {', '.join(map(str, seeds))}\n\n| | median | min | max |\n"
-            + "|---|---|---|---|\n"
-            + row("final eval return", [s["eval_return_mean"] for s in summaries])
-            + row("train return, last 20 episodes", [s["train_return_last20"] for s in summaries])
-            + (row(f"steps to {threshold:g} ({sum(x is not None for x in reach)}/{len(reach)} reached)", reach)
-               if threshold is not None else f"\n{run.env} has no return threshold, so no steps to threshold.\n"))
+if __name__ == "__main__":
+    sys.exit(main())

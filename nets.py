@@ -11,16 +11,34 @@ What is here, top to bottom:
 
 Conventions: a trailing shape comment `# (N, D)` where an array is made. N = samples, D = head parameters
 (D = A logits, or 2A for mean and log-std), P = number of parameters. Everything is float64 unless the
-caller passes float32 arrays. This file imports only numpy and numba, so it can be copied into coursework.
+caller passes float32 arrays. This file imports only numpy, numba and (if installed) threadpoolctl, so it can be
+copied into coursework.
 
-Speed: the MLP, the heads and the optimisers are written as their equations, in NumPy; matrix products go to BLAS.
-Numba compiles only what is a loop in the maths: log-sum-exp, inverse-CDF sampling and the per-sample gradients
-(bench/kernels.md times each against NumPy, and what the plain lines cost).
+The MLP, the heads and the optimisers are written as their equations, in NumPy; matrix products go to BLAS.
+Numba compiles only what is a loop in the maths: log-sum-exp, inverse-CDF sampling and the per-sample gradients.
+
+BLAS threads: the matrices here are small (batch x 64), where threads cost far more than they save, so importing
+this file limits BLAS to one thread, wherever it is imported from and whatever was imported first (threadpoolctl;
+without it, the environment variables below, which work only if numpy is not loaded yet). Set
+MINIPG_BLAS_THREADS=N before importing to choose N threads, or 0 to leave BLAS alone.
 """
 import math
+import os
 
-import numpy as np
-from numba import njit
+_BLAS_THREADS = int(os.environ.get("MINIPG_BLAS_THREADS", "1"))
+if _BLAS_THREADS > 0:
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, str(_BLAS_THREADS))
+
+import numpy as np  # noqa: E402
+from numba import njit  # noqa: E402
+
+try:
+    from threadpoolctl import threadpool_limits  # made for this; scikit-learn uses it the same way
+except ImportError:
+    threadpool_limits = None
+if _BLAS_THREADS > 0 and threadpool_limits is not None:
+    threadpool_limits(limits=_BLAS_THREADS, user_api="blas")
 
 ACTIVATIONS = ("tanh", "relu")
 

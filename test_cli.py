@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import minipg
+import runs
 import test_runner  # noqa: F401  (registers the test envs: test_runner:NanReward-v0, ...)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,7 +68,7 @@ def tiny_run(tmp_path_factory):
 @pytest.mark.slow
 def test_default_run_writes_the_four_files_and_a_summary(tiny_run):
     out, r = tiny_run
-    assert sorted(f for f in os.listdir(out) if f != ".lock") == sorted(minipg.RUN_FILES)  # and the lock, released
+    assert sorted(f for f in os.listdir(out) if f != ".lock") == sorted(runs.RUN_FILES)  # and the lock, released
     s = json.load(open(os.path.join(out, "summary.json")))
     assert (s["algo"], s["env"], s["total_steps"], s["eval_episodes"], s["threshold"], s["interrupted"]) == \
         ("ppo", "CartPole-v1", 1024, 2, 475.0, False)
@@ -132,7 +133,7 @@ BAD = [
     (["--algo", "dqn"], "unknown --algo"),
     (["--gamma", "abc"], "invalid float value"),
     (["--seed", "-1"], "--seed must be >= 0"),
-    (["--episodes", "0"], "--episodes (--eval-episodes) must be >= 1"),
+    (["--episodes", "0"], "--eval-episodes must be >= 1"),
     (["--seeds", "1,1"], "--seeds must be distinct seeds >= 0"),
     (["--seeds", "3-1"], "--seeds must be distinct seeds >= 0"),
     (["--seeds", "0-1", "--jobs", "0"], "--jobs must be >= 1"),
@@ -149,6 +150,21 @@ BAD = [
     (["--seeds", "0-99999999999"], "--seeds must be distinct seeds >= 0"),
     (["--algo"], "expected one argument"),
     (["--lab", "variance", "--lr-pi", "0.1"], "--lr-pi has no effect with --lab"),
+    # a flag the chosen algorithm does not read, abbreviations, yes/no flags and size bounds (issue 21)
+    (["--algo", "trpo", "--clip-eps", "0.1"], "--clip-eps has no effect with --algo trpo (it is read by ppo)"),
+    (["--algo", "ppo", "--phi", "return"], "--phi has no effect with --algo ppo (it is read by reinforce)"),
+    (["--algo", "ppo", "--baseline", "optimal"], "--baseline has no effect with --algo ppo"),
+    (["--algo", "trpo", "--lr-pi", "0.1"], "--lr-pi has no effect with --algo trpo"),
+    (["--algo", "reinforce", "--num-steps", "10"], "--num-steps has no effect with --algo reinforce"),
+    (["--algo", "ppo", "--num-episodes", "10"], "--num-episodes has no effect with --algo ppo"),
+    (["--epoch", "5"], "unknown flag --epoch; did you mean --epochs?"),
+    (["--lr_pi", "0.1"], "unknown flag --lr_pi; did you mean --lr-pi?"),
+    (["--anneal-lr", "false"], "--anneal-lr takes no value: give --anneal-lr or --no-anneal-lr"),
+    (["--algo", "trpo", "--v-minibatch", "5000"], "--v-minibatch 5000 is larger than the batch (1024)"),
+    (["--algo", "reinforce", "--num-envs", "8", "--num-episodes", "4"], "--num-episodes 4 is smaller than --num-envs"),
+    (["--eval", "test_cli.py"], "is not a policy file"),
+    (["--eval", "README.md", "--seed", "1"], "is not a policy file"),
+    (["--resume", "README.md"], "--resume takes the run's folder, not a file"),
 ]
 
 
@@ -173,7 +189,7 @@ def test_out_naming_a_file_or_a_path_under_one_is_refused(tmp_path, capsys):
 def test_help_shows_the_values_a_flag_takes_for_the_chosen_algo(capsys):
     for algo, want in (("trpo", "batch is E*T (default: 512)"), ("a2c", "(A2C's classic choice) (default: rmsprop)")):
         with pytest.raises(SystemExit):
-            minipg.parse_args(["--algo", algo, "--help"])
+            minipg.CONFIG.parse_args(["--algo", algo, "--help"])
         out = capsys.readouterr().out
         flat = " ".join(out.split())
         assert f"defaults shown are those of --algo {algo}" in flat and "0 = default" not in out
@@ -219,8 +235,8 @@ def half_way(request, tmp_path_factory):
     """A run stopped by Ctrl-C after 2 of its 4 iterations: its folder, and its checkpoint's arrays."""
     env, algo = request.param
     out = str(tmp_path_factory.mktemp("half") / "run")
-    run, hp = minipg.resolve({"algo": algo, "env": env, "steps": 1024, "num_envs": 2, "num_steps": 128,
-                              "eval_episodes": 1, "v_iters": 1, "save_every_s": 0.0})
+    run, hp = minipg.CONFIG.resolve({"algo": algo, "env": env, "steps": 1024, "num_envs": 2, "num_steps": 128,
+                                     "eval_episodes": 1, "save_every_s": 0.0, **({"v_iters": 1, "v_minibatch": 128} if algo == "trpo" else {})})
     tr = minipg.Trainer(run, hp)
     iteration = tr.iteration
     tr.iteration = lambda: (iteration(), tr.it == 2 and os.kill(os.getpid(), signal.SIGINT))[0]
@@ -296,13 +312,13 @@ def test_eval_of_a_damaged_or_foreign_policy_file_is_exit_2(damage, half_way, tm
 def test_sigint_during_the_update_saves_the_state_at_the_end_of_that_iteration(tmp_path):
     """The handler only asks; the update in progress completes, and the checkpoint holds exactly the state an
     uninterrupted run has at the end of the iteration it names."""
-    run, hp = minipg.resolve({"algo": "ppo", "steps": 2048, "num_envs": 2, "num_steps": 128, "eval_episodes": 1,
+    run, hp = minipg.CONFIG.resolve({"algo": "ppo", "steps": 2048, "num_envs": 2, "num_steps": 128, "eval_episodes": 1,
                               "dtype": "float64"})
     tr, twin = minipg.Trainer(run, hp), minipg.Trainer(run, hp)
     update = tr.update
     tr.update = lambda *a: (tr.it == 2 and os.kill(os.getpid(), signal.SIGINT), update(*a))[1]
     assert minipg.train(tr, str(tmp_path / "run"), quiet=True)["interrupted"]
-    back = minipg.read_checkpoint(str(tmp_path / "run" / "policy.npz"))
+    back = minipg.restore(str(tmp_path / "run" / "policy.npz"))
     twin.start()
     for _ in range(3):
         twin.iteration()
@@ -315,7 +331,7 @@ def test_sigint_during_the_update_saves_the_state_at_the_end_of_that_iteration(t
 def test_every_checkpoint_follows_the_fsync_of_the_progress_rows_it_vouches_for(tmp_path, monkeypatch):
     """A resume repairs progress.csv to the checkpoint and refuses one that lacks rows, so after a power cut the
     rows must be on disk before the checkpoint that vouches for them: progress.csv is fsynced before each one."""
-    run, hp = minipg.resolve({"algo": "ppo", "steps": 1024, "num_envs": 2, "num_steps": 128, "eval_episodes": 1,
+    run, hp = minipg.CONFIG.resolve({"algo": "ppo", "steps": 1024, "num_envs": 2, "num_steps": 128, "eval_episodes": 1,
                               "save_every_s": 0.0})
     fsync, replace, events = os.fsync, os.replace, []
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))),
@@ -331,7 +347,7 @@ def test_every_checkpoint_follows_the_fsync_of_the_progress_rows_it_vouches_for(
 def test_a_signal_while_the_run_releases_its_folder_only_asks(tmp_path, monkeypatch):
     """Outside an iteration and the evaluation a signal only asks, so the run's bookkeeping runs whole: one that comes
     as the lock is released (where CI once saw a second Ctrl-C land, leaving .lock naming a dead run) changes nothing."""
-    run, hp = minipg.resolve({"algo": "ppo", "steps": 1024, "num_envs": 2, "num_steps": 128, "eval_episodes": 1})
+    run, hp = minipg.CONFIG.resolve({"algo": "ppo", "steps": 1024, "num_envs": 2, "num_steps": 128, "eval_episodes": 1})
     truncate, calls = os.ftruncate, []
 
     def ftruncate(fd, length):  # the lock's file is emptied twice: when taken, and when released
@@ -347,13 +363,13 @@ def test_a_signal_while_the_run_releases_its_folder_only_asks(tmp_path, monkeypa
 
 
 def test_a_sigint_during_the_final_evaluation_stops_at_once_and_resume_finishes_it(tmp_path, monkeypatch):
-    run, hp = minipg.resolve({"algo": "ppo", "steps": 1024, "num_envs": 2, "num_steps": 128, "eval_episodes": 2})
+    run, hp = minipg.CONFIG.resolve({"algo": "ppo", "steps": 1024, "num_envs": 2, "num_steps": 128, "eval_episodes": 2})
     evaluate = minipg.evaluate
     monkeypatch.setattr(minipg, "evaluate", lambda *a, **k: (os.kill(os.getpid(), signal.SIGINT), evaluate(*a, **k))[1])
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         minipg.train(minipg.Trainer(run, hp), str(out), quiet=True)
-    assert (out / ".lock").read_text() == "" and minipg.read_checkpoint(str(out / "policy.npz")).it == 4
+    assert (out / ".lock").read_text() == "" and minipg.restore(str(out / "policy.npz")).it == 4
     assert not (out / "summary.json").exists() or json.loads((out / "summary.json").read_text())["interrupted"]
     r = _run("--resume", str(out))
     assert r.returncode == 0 and "evaluation (2 deterministic episodes)" in r.stdout, r.stderr
@@ -372,7 +388,7 @@ def test_a_double_sigint_leaves_a_loadable_checkpoint(gap_ms, tmp_path):
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "--resume" in err and "Traceback" not in err, err
-    assert minipg.read_checkpoint(os.path.join(out, "policy.npz")).it >= 1
+    assert minipg.restore(os.path.join(out, "policy.npz")).it >= 1
     assert not os.path.exists(os.path.join(out, "policy.npz.tmp")) and open(os.path.join(out, ".lock")).read() == ""
 
 
@@ -384,7 +400,7 @@ def test_sigint_then_resume_continues_and_extends(tmp_path):
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and f"--resume {out}" in err and "Traceback" not in err, err
-    it = minipg.read_checkpoint(os.path.join(out, "policy.npz")).it
+    it = minipg.restore(os.path.join(out, "policy.npz")).it
     assert it >= 4 and json.load(open(os.path.join(out, "summary.json")))["interrupted"]
     rows = [int(r["iter"]) for r in csv.DictReader(open(os.path.join(out, "progress.csv")))]
     assert rows == list(range(1, it + 1))  # the boundary: a row for every iteration the checkpoint holds
@@ -463,7 +479,7 @@ def test_a_write_that_fails_mid_run_is_one_line_exit_1_and_the_last_checkpoint_s
              "--out", out, preexec_fn=cap)
     one_line_exit(r, 1)
     assert "cannot write" in r.stderr and "policy.npz" in r.stderr and "last good checkpoint" in r.stderr
-    assert minipg.read_checkpoint(os.path.join(out, "policy.npz")).it >= 1
+    assert minipg.restore(os.path.join(out, "policy.npz")).it >= 1
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -493,9 +509,9 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys)
     stops with a one-line message naming the iteration and the quantity, and policy.npz holds iteration 4's weights."""
     out = str(tmp_path / "nan")
     code = minipg.main(["--algo", "vpg", "--env", "test_runner:NanReward-v0", "--steps", "1280", "--num-envs", "2",
-                        "--num-steps", "64", "--save-every-s", "0", "--out", out])
+                        "--num-steps", "64", "--v-minibatch", "64", "--save-every-s", "0", "--out", out])
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert "loss_pi is not finite at iteration 5" in err and "last good checkpoint is kept" in err
-    tr = minipg.read_checkpoint(os.path.join(out, "policy.npz"))
+    tr = minipg.restore(os.path.join(out, "policy.npz"))
     assert np.all(np.isfinite(tr.agent.pi.theta)) and np.all(np.isfinite(tr.agent.v.theta)) and tr.it == 4

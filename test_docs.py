@@ -35,7 +35,7 @@ def test_reading_map_names_real_functions_that_carry_their_citation(note, target
         assert cite in inspect.getsource(obj), f"{file}:{name} does not carry '{cite}'"
 
 
-@pytest.mark.parametrize("file, allowed", [("nets.py", {"math", "numpy", "numba"}),
+@pytest.mark.parametrize("file, allowed", [("nets.py", {"math", "os", "numpy", "numba", "threadpoolctl"}),
                                            ("algos.py", {"dataclasses", "numpy", "numba", "nets"}),
                                            # the vector envs take a function that makes an env: no gymnasium
                                            ("vecenv.py", {"multiprocessing", "os", "signal", "time", "numpy"})])
@@ -46,18 +46,57 @@ def test_core_files_import_only_numpy_numba_and_nets(file, allowed):
     assert imported <= allowed, imported - allowed
 
 
-def test_own_loop_example_runs_from_an_empty_folder_with_only_nets_and_algos(tmp_path):
-    """The README's 'own loop' block, run with copies of nets.py and algos.py and nothing else of minipg.
-    An untrained policy rarely walks 4 cells right within 20 steps; the trained one does it in 4 every time."""
-    code = open(README).read().split("<!-- own-loop -->")[1].split("```python")[1].split("```")[0]
+OWN_LOOP = os.path.join(HERE, "docs", "own-loop.md")
+
+
+def own_loop_block(marker):
+    return open(OWN_LOOP).read().split(f"<!-- {marker} -->")[1].split("```python")[1].split("```")[0]
+
+
+def run_alone(tmp_path, code, timeout=300):
+    """code run in an empty folder that holds copies of nets.py and algos.py and nothing else of minipg."""
     for f in ("nets.py", "algos.py"):
         shutil.copy(os.path.join(HERE, f), tmp_path / f)
     (tmp_path / "own_loop.py").write_text(code)
-    r = subprocess.run([sys.executable, "own_loop.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    r = subprocess.run([sys.executable, "own_loop.py"], cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
                        env={**os.environ, "PYTHONPATH": ""})
     assert r.returncode == 0, r.stderr
-    reached, cut = map(int, re.findall(r"(\d+) episodes reached \+4, (\d+) were cut", r.stdout)[0])
-    assert reached == 64 and cut == 0, r.stdout  # 256 steps / 4 steps per episode: the optimal policy
+    return r.stdout
+
+
+def test_own_loop_example_runs_from_an_empty_folder_with_only_nets_and_algos(tmp_path):
+    """docs/own-loop.md's hand-written env, run with copies of nets.py and algos.py and nothing else of minipg.
+    An untrained policy rarely walks 4 cells right within 20 steps; the trained one does it in 4 every time."""
+    out = run_alone(tmp_path, own_loop_block("own-loop"))
+    reached, cut = map(int, re.findall(r"(\d+) episodes reached \+4, (\d+) were cut", out)[0])
+    assert reached == 64 and cut == 0, out  # 256 steps / 4 steps per episode: the optimal policy
+
+
+def test_the_gymnasium_own_loop_is_minipgs_own_run_bit_for_bit(tmp_path):
+    """docs/own-loop.md's PPO loop on CartPole, alone with nets.py and algos.py, for 12 iterations: its theta and
+    phi equal those of `python minipg.py --algo ppo --dtype float64` after 12 iterations, exactly."""
+    import numpy as np
+    import minipg
+    code = own_loop_block("own-loop-gym").replace("for it in range(iters):", "for it in range(12):")
+    run_alone(tmp_path, code + "\nnp.save('theta.npy', agent.pi.theta)\nnp.save('phi.npy', agent.v.theta)\n")
+    run, hp = minipg.CONFIG.resolve({"algo": "ppo", "dtype": "float64"})
+    tr = minipg.Trainer(run, hp)
+    tr.start()
+    for _ in range(12):
+        tr.iteration()
+    tr.close()
+    assert np.array_equal(np.load(tmp_path / "theta.npy"), tr.agent.pi.theta)
+    assert np.array_equal(np.load(tmp_path / "phi.npy"), tr.agent.v.theta)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env, bar", [("CartPole-v1", 450.0), ("Pendulum-v1", -300.0)])
+def test_the_gymnasium_own_loop_learns(env, bar, tmp_path):
+    """The whole loop, 100k steps: CartPole's mean return of the last 20 episodes goes from about 20 to above 450,
+    Pendulum's from about -1200 to above -300."""
+    out = run_alone(tmp_path, own_loop_block("own-loop-gym").replace('ENV = "CartPole-v1"', f'ENV = "{env}"'))
+    means = [float(x) for x in re.findall(r"mean return of the last 20 episodes (-?[\d.]+)", out)]
+    assert means[0] < (50 if env == "CartPole-v1" else -900) and means[-1] > bar, out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -78,7 +117,7 @@ def test_minipg_py_has_at_most_750_lines_of_code():
     ("read policy.npz", r"np\.load\("),
 ])
 def test_each_runner_decision_lives_in_one_place(decision, pattern):
-    code = "".join(open(os.path.join(HERE, f)).read() for f in ("minipg.py", "lab.py"))
+    code = "".join(open(os.path.join(HERE, f)).read() for f in ("minipg.py", "runs.py", "cli.py", "plots.py", "lab.py"))
     assert len(re.findall(pattern, code)) == 1, decision
 
 

@@ -531,16 +531,30 @@ def ratio(head, z, act, logp_old):
     return np.exp(head.log_prob(z, act) - logp_old)
 
 
-def clip_loss(head, z, z_old, act, logp_old, A):
+def clip_objective(head, z, z_old, act, logp_old, A):
+    """000 §Proximal Policy Optimization, as the note writes it: L = 1/n sum_t min(r_t A_t, clip(r_t, 1-eps, 1+eps) A_t)."""
     r = ratio(head, z, act, logp_old)
-    return -np.mean(np.minimum(r * A, np.clip(r, 1 - CLIP_EPS, 1 + CLIP_EPS) * A))
+    return np.mean(np.minimum(r * A, np.clip(r, 1 - CLIP_EPS, 1 + CLIP_EPS) * A))
 
 
-def penalty_loss(head, z, z_old, act, logp_old, A):
-    return -np.mean(ratio(head, z, act, logp_old) * A) + BETA * np.mean(head.kl(z_old, z))
+def penalty_objective(head, z, z_old, act, logp_old, A):
+    """000 §Proximal Policy Optimization (PPO-Penalty), 001 §Method 1: L = 1/n sum_t r_t A_t - beta mean KL."""
+    return np.mean(ratio(head, z, act, logp_old) * A) - BETA * np.mean(head.kl(z_old, z))
 
 
-PPO_LOSSES = {"clip": (clip_loss, algos.dz_clip), "penalty": (penalty_loss, algos.dz_penalty)}
+def surrogate_objective(head, z, z_old, act, logp_old, A):
+    """000 §Proximal Policy Optimization (TRPO): L = 1/n sum_t r_t A_t."""
+    return np.mean(ratio(head, z, act, logp_old) * A)
+
+
+OBJECTIVES = {  # the note's objective, and the code's function returning (L, dL/dz)
+    "ppo-clip": (clip_objective, lambda head, z, z_old, act, logp_old, A:
+                 algos.ppo_clip_objective(head, z, act, logp_old, A, CLIP_EPS)),
+    "ppo-penalty": (penalty_objective, lambda head, z, z_old, act, logp_old, A:
+                    algos.ppo_penalty_objective(head, z, z_old, act, logp_old, A, BETA)),
+    "trpo-surrogate": (surrogate_objective, lambda head, z, z_old, act, logp_old, A:
+                       algos.trpo_surrogate(head, z, act, logp_old, A)),
+}
 
 
 def check_ratios_away_from_kinks(r, A):
@@ -555,9 +569,9 @@ def check_ratios_away_from_kinks(r, A):
     assert np.abs(r - (1 + CLIP_EPS)).min() > KINK and np.abs(r - (1 - CLIP_EPS)).min() > KINK
 
 
-@pytest.mark.parametrize("loss_name", PPO_LOSSES)
+@pytest.mark.parametrize("name", OBJECTIVES)
 @pytest.mark.parametrize("head_name", HEADS)
-def test_ppo_dz_is_the_gradient_of_the_loss_wrt_z(head_name, loss_name):
+def test_each_policy_objective_is_the_notes_formula_and_dl_dz_its_gradient(head_name, name):
     rng = np.random.default_rng(9)
     head, n = HEADS[head_name](), 40
     z_old = random_z(head, rng, n)
@@ -566,14 +580,15 @@ def test_ppo_dz_is_the_gradient_of_the_loss_wrt_z(head_name, loss_name):
     logp_old = head.log_prob(z_old, act)
     A = rng.standard_normal(n)
     check_ratios_away_from_kinks(ratio(head, z, act, logp_old), A)
-    loss, dz = PPO_LOSSES[loss_name]
-    g = dz(head, z, z_old, act, logp_old, A, algos.Hyper(), CLIP_EPS, BETA)
-    assert rel_err(g, fd_grad(lambda zz: loss(head, zz, z_old, act, logp_old, A), z)) <= FD_TOL
+    note, code = OBJECTIVES[name]
+    L, dL_dz = code(head, z, z_old, act, logp_old, A)
+    assert abs(L - note(head, z, z_old, act, logp_old, A)) <= 1e-12
+    assert rel_err(dL_dz, fd_grad(lambda zz: note(head, zz, z_old, act, logp_old, A), z)) <= FD_TOL
 
 
-@pytest.mark.parametrize("loss_name", PPO_LOSSES)
+@pytest.mark.parametrize("name", OBJECTIVES)
 @pytest.mark.parametrize("head_name", HEADS)
-def test_ppo_gradient_through_the_policy_wrt_theta(head_name, loss_name):
+def test_each_policy_objective_gradient_through_the_policy_wrt_theta(head_name, name):
     pi, rng = make_policy(head_name, seed=10)
     obs, head = rng.standard_normal((40, OBS_DIM)), pi.head
     theta = pi.theta
@@ -583,9 +598,9 @@ def test_ppo_gradient_through_the_policy_wrt_theta(head_name, loss_name):
     A = rng.standard_normal(len(obs))
     z, hs = dist_at(pi, theta, obs)
     check_ratios_away_from_kinks(ratio(head, z, act, logp_old), A)
-    loss, dz = PPO_LOSSES[loss_name]
-    g = pi.backward(dz(head, z, z_old, act, logp_old, A, algos.Hyper(), CLIP_EPS, BETA), hs)
-    fd = fd_grad(lambda th: loss(head, dist_at(pi, th, obs)[0], z_old, act, logp_old, A), theta)
+    note, code = OBJECTIVES[name]
+    g = pi.backward(code(head, z, z_old, act, logp_old, A)[1], hs)
+    fd = fd_grad(lambda th: note(head, dist_at(pi, th, obs)[0], z_old, act, logp_old, A), theta)
     assert rel_err(g, fd) <= FD_TOL
 
 

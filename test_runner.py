@@ -10,6 +10,7 @@ import pytest
 
 import algos
 import minipg
+import runs
 import vecenv
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -100,8 +101,11 @@ for _name, _cls in [("DictObs-v0", DictObsEnv), ("NanReward-v0", NanRewardEnv), 
 
 
 def trainer(env_id="CartPole-v1", **given):
-    """A Trainer in float64 with small networks, for the runner's numerics."""
-    run, hp = minipg.resolve({"env": env_id, "dtype": "float64", "hidden": "8", **given})
+    """A Trainer in float64 with small networks, for the runner's numerics (a critic's minibatch no larger than
+    the small batches here)."""
+    if given.get("algo") in ("vpg", "npg", "trpo") and "num_steps" in given:
+        given.setdefault("v_minibatch", given["num_envs"] * given["num_steps"])
+    run, hp = minipg.CONFIG.resolve({"env": env_id, "dtype": "float64", "hidden": "8", **given})
     return minipg.Trainer(run, hp)
 
 
@@ -164,10 +168,30 @@ def test_collect_counts_steps_and_episodes_and_each_observation_enters_the_stati
     for _ in range(2):
         tr.collect()
         tr.it += 1
+        tr.steps += tr.batch
     tr.close()
     assert tr.norm.obs_rms.count == pytest.approx(1e-4 + 2 * (2 * 7 + 1), abs=1e-9)
     assert [s for s, _, _ in tr.episodes] == [10, 10, 20, 20] and all(n == 5 for _, _, n in tr.episodes)
     assert all(r == 5.0 for _, r, _ in tr.episodes)  # unscaled returns, whatever the reward scale
+
+
+def test_a_reinforce_batch_is_n_tau_whole_episodes_from_reset_each_env_its_share():
+    """algos.Episodes from collect_episodes: every episode starts at a reset (obs [0]) and ends at its own end,
+    each env runs its share of N_tau whatever the lengths, and steps past an env's share are not kept. Env 0 of
+    MixedEnd ends an episode every 3 steps, env 1 every 5 (a time limit); with 2 episodes each the batch is
+    episodes of lengths 3, 3 (env 0) and 5, 5 (env 1), though env 0 runs 10 steps while env 1 finishes."""
+    tr = trainer("test_runner:MixedEnd-v0", algo="reinforce", num_envs=2, num_episodes=4, steps=100, norm_obs="off")
+    tr.start()
+    tr.collect_episodes()  # a first batch, so that the second one must start from a reset, not carry on
+    d = tr.collect_episodes()
+    tr.close()
+    lengths = np.bincount(d.ep)
+    assert d.n_tau == 4 and list(lengths) == [3, 3, 5, 5] and d.n_steps == 16
+    starts = np.r_[0, np.flatnonzero(np.diff(d.ep)) + 1]
+    assert np.all(d.obs[starts, 0] == 0.0) and np.array_equal(d.obs[:6, 0], [0, 1, 2, 0, 1, 2])
+    assert np.array_equal(d.done, np.isin(np.arange(16), starts[1:] - 1) | (np.arange(16) == 15))
+    # the log, in the order the episodes ended (env 0 at steps 3 and 6, env 1 at 5 and 10), with the raw returns
+    assert [(r, n) for _, r, n in tr.episodes[-4:]] == [(3.0, 3), (5.0, 5), (3.0, 3), (5.0, 5)]
 
 
 @pytest.mark.parametrize("vec", ["sync", "procs"])
@@ -332,8 +356,8 @@ def test_a_resumed_pendulum_run_scales_rewards_as_the_uninterrupted_one_would(tm
     for _ in range(3):
         tr.iteration()
     tr.close()
-    minipg.write_checkpoint(str(tmp_path / "policy.npz"), tr)
-    back = minipg.read_checkpoint(str(tmp_path / "policy.npz"))
+    runs.write_checkpoint(str(tmp_path / "policy.npz"), tr)
+    back = minipg.restore(str(tmp_path / "policy.npz"))
     assert back.norm.ret_rms.mean != 0.0 and back.norm.ret_rms.var != 1.0
     r, done = np.array([-3.0, -8.0]), np.array([False, False])
     tr.norm.discounted[:] = back.norm.discounted[:] = 0.0  # both at the start of fresh episodes
@@ -342,19 +366,31 @@ def test_a_resumed_pendulum_run_scales_rewards_as_the_uninterrupted_one_would(tm
     assert tr.norm.ret_rms.mean == back.norm.ret_rms.mean and tr.norm.ret_rms.count == back.norm.ret_rms.count
 
 
-def test_annealing_passes_the_fraction_left_and_scales_both_learning_rates():
-    tr = trainer(algo="ppo", num_envs=2, num_steps=16, steps=160, minibatch=32, epochs=1, lr_pi=1e-2, lr_v=2e-2,
-                 anneal_lr=True)
+@pytest.mark.parametrize("algo", ["ppo", "trpo"])
+def test_annealing_passes_the_fraction_left_and_the_update_scales_its_learning_rates(algo):
+    """frac = 1 - it/iters reaches the update at every iteration, and the update sets alpha = lr * frac (PPO: both
+    nets step with lr_pi; TRPO: the critic with lr_v): checked at the start, the middle and the end of training."""
+    given = dict(num_envs=2, num_steps=16, steps=160, anneal_lr=True)
+    tr = trainer(algo=algo, **given, **(dict(minibatch=32, epochs=1, lr_pi=1e-2) if algo == "ppo" else dict(lr_v=2e-2)))
     seen, update = [], tr.update
-    tr.update = lambda agent, b, hp, rng, frac: seen.append((frac, agent.opt_pi.lr, agent.opt_v.lr)) or update(
-        agent, b, hp, rng, frac)
+
+    def recording(agent, b, hp, rng, frac):
+        info = update(agent, b, hp, rng, frac)
+        seen.append((frac, agent.opt_pi.lr, agent.opt_v.lr))
+        return info
+    tr.update = recording
     tr.start()
-    for _ in range(4):
+    while not tr.done():
         tr.iteration()
     tr.close()
-    for it, (frac, lr_pi, lr_v) in enumerate(seen):
-        assert frac == pytest.approx(1 - it / tr.iters, abs=1e-15) and tr.iters == 5
-        assert (lr_pi, lr_v) == pytest.approx((1e-2 * frac, 2e-2 * frac), abs=1e-15)
+    assert tr.iters == 5 and len(seen) == 5
+    for it in (0, 2, 4):  # start, middle, end
+        frac, lr_pi, lr_v = seen[it]
+        assert frac == pytest.approx(1 - it / 5, abs=1e-15)
+        if algo == "ppo":
+            assert lr_pi == pytest.approx(1e-2 * frac, abs=1e-15)
+        else:
+            assert lr_v == pytest.approx(2e-2 * frac, abs=1e-15)
 
 
 def test_evaluation_with_normalisation_reproduces_a_hand_normalised_rollout():
@@ -396,7 +432,7 @@ def test_evaluation_with_normalisation_reproduces_a_hand_normalised_rollout():
                                           ("reinforce", 80_000)])    # all (42k)
 @pytest.mark.slow
 def test_every_algorithm_learns_cartpole(algo, budget, tmp_path):
-    run, hp = minipg.resolve({"algo": algo, "steps": budget, "eval_episodes": 1, "target": 195.0})
+    run, hp = minipg.CONFIG.resolve({"algo": algo, "steps": budget, "eval_episodes": 1, "target": 195.0})
     summary = minipg.train(minipg.Trainer(run, hp), str(tmp_path / algo), quiet=True)
     rows = list(csv.DictReader(open(tmp_path / algo / "progress.csv")))
     first = next(float(r["return_mean"]) for r in rows if r["return_mean"])
@@ -407,10 +443,12 @@ def test_every_algorithm_learns_cartpole(algo, budget, tmp_path):
 @pytest.mark.parametrize("algo", list(algos.UPDATES))
 def test_float32_training_stays_float32(algo):
     """Training runs in float32 for speed: no update may silently promote parameters or optimiser state."""
-    run, hp = minipg.resolve({"algo": algo, "num_envs": 2, "num_steps": 300, "steps": 600})
+    shape = dict(num_episodes=2) if algo == "reinforce" else dict(num_steps=300, **({"v_minibatch": 600} if algo in (
+        "vpg", "npg", "trpo") else {}))
+    run, hp = minipg.CONFIG.resolve({"algo": algo, "num_envs": 2, "steps": 600, **shape})
     tr = minipg.Trainer(run, hp)
     tr.start()
-    b = tr.collect()
+    b = tr.collect_episodes() if tr.episodic else tr.collect()
     tr.close()
     algos.UPDATES[algo](tr.agent, b, hp, np.random.default_rng(0))
     a = tr.agent

@@ -1,8 +1,10 @@
 """bench/kernels.py -- timings of the numba kernels in nets.py and algos.py against NumPy / pure Python.
 
-Run from anywhere (it puts the repo root on sys.path itself):
-    python bench/kernels.py
-Prints a markdown table and writes it, with a description of the machine, to bench/kernels.md.
+    python bench/kernels.py                     # prints the table and writes it to bench/kernels.md
+    python bench/kernels.py --small --out /tmp/kernels.md     # smaller arrays: a smoke test, not the figures
+
+Run from anywhere (it puts the repo root on sys.path itself). The start-up rows delete nets' and algos' numba cache
+files (in NUMBA_CACHE_DIR if set, else __pycache__) and so make the next import compile again.
 
   1. nets.per_sample_grads (numba) vs the best pure-NumPy version vs a Python loop of pi.backward per sample,
      N = 4096 samples of grad_theta log pi(a|s) for Policy(obs_dim=11, hidden=(64, 64), tanh, DiagGaussian(3)).
@@ -14,18 +16,18 @@ Prints a markdown table and writes it, with a description of the machine, to ben
      cache deleted first (cold) and present (warm).
 Each timing is the median of repeated time.perf_counter runs after a warm-up call.
 """
-import datetime
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import common
 
-import numba  # noqa: E402
+ROOT = Path(common.ROOT)
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy starts its threads, as minipg.py does
+
 import numpy as np  # noqa: E402
 
 import algos  # noqa: E402
@@ -120,7 +122,7 @@ def bench_gae(T=125_000, E=8):
     assert err < 1e-10, f"gae: compiled and py_func differ by {err:.2e}"
     t_jit = timeit(lambda: algos.gae(*args), 20)
     t_py = timeit(lambda: algos.gae.py_func(*args), 2, warmup=0)
-    row(f"gae compiled, T={T} x E={E} ({T * E / 1e6:.0f}M steps)", f"{t_jit * 1e3:.2f} ms")
+    row(f"gae compiled, T={T} x E={E} ({T * E / 1e6:g}M steps)", f"{t_jit * 1e3:.2f} ms")
     row("gae.py_func (pure Python)", f"{t_py:.2f} s")
     row("speed-up gae compiled vs py_func", f"{t_py / t_jit:.0f}x", ">= 100x", t_py / t_jit >= 100)
 
@@ -209,29 +211,29 @@ def bench_import():
         np.median(warm) <= 1)
 
 
-def machine():
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    return (f"- CPU: {cpu}, {os.cpu_count()} cores\n- Python {platform.python_version()}, numpy {np.__version__}, "
-            f"numba {numba.__version__}\n- Date: {datetime.datetime.now().isoformat(timespec='seconds')}\n")
-
-
 def table():
     lines = ["| Benchmark | Measured | Target | Result |", "|---|---:|---|---|"]
     return "\n".join(lines + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in ROWS]) + "\n"
 
 
-if __name__ == "__main__":
-    bench_per_sample_grads()
-    bench_gae()
+def main(argv=None):
+    p = common.parser(__doc__)
+    p.add_argument("--out", default=os.path.join(common.BENCH, "kernels.md"), help="default bench/kernels.md")
+    p.add_argument("--small", action="store_true", help="N = 512 samples and T = 12,500 steps: a smoke test")
+    args = p.parse_args(argv)
+    bench_per_sample_grads(512 if args.small else 4096)
+    bench_gae(12_500 if args.small else 125_000)
     bench_elementwise()
     bench_import()
-    text = (f"# Kernel benchmarks\n\nMade by `python bench/kernels.py`.\n\n{machine()}\n{table()}\n"
-            "Times are medians of repeated `time.perf_counter` runs after a warm-up call (20 reps; 5 for the loop,\n"
-            "2 for gae.py_func). The per-sample-gradient timings start from the forward cache and dz, and every\n"
-            "version allocates its own (N, P) output, as nets.per_sample_grads does; the 'reference' row (allocate\n"
-            "and write that array once) is a floor no such kernel can beat. The elementwise rows are float32 at the\n"
-            "shapes of the timed runs (2000 reps).\n"
-            "Import times are measured\n"
-            "inside a fresh `python -c` (interpreter start-up excluded); cold = numba cache files of nets/algos deleted.\n")
-    print(text)
-    (ROOT / "bench" / "kernels.md").write_text(text)
+    common.write_results(args.out, "Kernel benchmarks", table() + "\n" + (
+        "Times are medians of repeated `time.perf_counter` runs after a warm-up call (20 reps; 5 for the loop,\n"
+        "2 for gae.py_func). The per-sample-gradient timings start from the forward cache and dz, and every\n"
+        "version allocates its own (N, P) output, as nets.per_sample_grads does; the 'reference' row (allocate\n"
+        "and write that array once) is a floor no such kernel can beat. The elementwise rows are float32 at the\n"
+        "shapes of the timed runs (2000 reps).\n"
+        "Import times are measured\n"
+        "inside a fresh `python -c` (interpreter start-up excluded); cold = numba cache files of nets/algos deleted."))
+
+
+if __name__ == "__main__":
+    main()

@@ -13,20 +13,18 @@ started again; an unfinished one is started afresh. While the file bench/matrix/
 versions, the final deterministic evaluation (10 episodes), the training return of the last 20 episodes, the
 wall, rollout and update seconds, and when it ran.
 """
-import argparse
 import csv
-import importlib.metadata
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-BENCH = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(BENCH)
+import common
+
+BENCH, ROOT = common.BENCH, common.ROOT
 OUT = os.path.join(BENCH, "matrix")
 MUJOCO = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Swimmer-v5")
 LUNAR = (("LunarLander-v3", "lunarlander"), ("LunarLanderContinuous-v3", "lunarlander-continuous"))
@@ -46,52 +44,30 @@ def cells():
     return runs
 
 
-def versions():
-    return {p: importlib.metadata.version(p) for p in ("numpy", "gymnasium", "numba", "mujoco", "box2d")
-            if _installed(p)} | {"python": sys.version.split()[0]}
-
-
-def _installed(p):
-    try:
-        importlib.metadata.version(p)
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
-def record(name, args, tree, started):
-    folder = os.path.join(OUT, "runs", name)
-    with open(os.path.join(folder, "summary.json")) as f:
-        s = json.load(f)
-    with open(os.path.join(folder, "progress.csv")) as f:
+def record(name, args, tree, started, s):
+    """results.json's record of a finished run, from its summary s and the last row of its progress.csv."""
+    with open(os.path.join(OUT, "runs", name, "progress.csv")) as f:
         last = list(csv.DictReader(f))[-1]
-    commit = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
     return {"name": name, "command": "python minipg.py " + " ".join(args) + f" --out bench/matrix/runs/{name}",
-            "commit": commit, "versions": versions(), "eval_mean": s["eval_return_mean"],
+            "commit": common.commit(tree), "versions": common.versions(), "eval_mean": s["eval_return_mean"],
             "eval_std": s["eval_return_std"], "train_last20": s["train_return_last20"], "wall_s": s["wall_s"],
             "rollout_s": float(last["rollout_s"]), "update_s": float(last["update_s"]), "steps": int(last["steps"]),
-            "started": started, "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "started": started, "ended": common.utc("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def run_one(name, args, tree, results):
     while os.path.exists(os.path.join(OUT, "PAUSE")):
         time.sleep(5)
-    folder = os.path.join(OUT, "runs", name)
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    with open(os.path.join(OUT, "logs", name + ".log"), "w") as log:
-        rc = subprocess.run([sys.executable, "minipg.py", *args, "--out", folder, "--overwrite"], cwd=tree,
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}).returncode
-    if rc != 0:
-        print(f"{name}: exit code {rc} (see bench/matrix/logs/{name}.log)", flush=True)
+    started = common.utc("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        s = common.run_minipg(args, os.path.join(OUT, "runs", name), tree, log=os.path.join(OUT, "logs", name + ".log"))
+    except RuntimeError as e:
+        print(f"{name}: {e} (see bench/matrix/logs/{name}.log)", flush=True)
         return
-    r = record(name, args, tree, started)
+    r = record(name, args, tree, started, s)
     with LOCK:
         results[name] = r
-        tmp = os.path.join(OUT, "results.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(dict(sorted(results.items())), f, indent=1)
-        os.replace(tmp, os.path.join(OUT, "results.json"))
+        common.write_json(os.path.join(OUT, "results.json"), dict(sorted(results.items())))
     print(f"{name}: eval {r['eval_mean']:.0f} +- {r['eval_std']:.0f}, train {r['train_last20']:.0f}, "
           f"{r['wall_s']:.0f} s", flush=True)
 
@@ -224,7 +200,7 @@ def plot(by):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = common.parser(__doc__)
     p.add_argument("--only", default="")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--tree", default=ROOT, help="the minipg checkout to run (default: this one)")

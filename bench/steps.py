@@ -1,8 +1,11 @@
-"""bench/steps.py -- where the microseconds of one rollout step and one PPO minibatch step go.
+"""bench/steps.py -- where the microseconds of one rollout step and one PPO minibatch step go, and what stepping E
+envs costs with each vector env minipg can use.
 
-    python bench/steps.py                     # this tree's code
-    python bench/steps.py --tree /tmp/old     # another checkout of minipg (for a before/after table)
+    python bench/steps.py                                  # this tree's code, CartPole-v1 and HalfCheetah-v5
+    python bench/steps.py --tree /tmp/old                  # another checkout of minipg (for a before/after table)
     python bench/steps.py --out bench/steps-after.md
+    python bench/steps.py --vec --out bench/rollout.md     # each vector env, per env step (was bench/rollout.py)
+    python bench/steps.py --only CartPole                  # one setting (a smoke test; HalfCheetah needs mujoco)
 
 Two settings: CartPole-v1 at the zoo settings (8 envs, minibatch 256) and HalfCheetah-v5 at the mujoco preset
 (minibatch 64). Each part of a step is timed alone, on the arrays a real run makes (a Trainer's own batch after
@@ -10,41 +13,60 @@ one iteration), as the median over 7 blocks of repeated calls; the whole step is
 can be compared with their sum. The rollout's env step is timed with the policy's actions replayed, so the
 'policy and bookkeeping' row is what collect() adds to the physics. Run on an idle machine: every number here is
 a time, and this machine's speed drifts within the hour (compare trees by running this script back to back).
+
+--vec: fixed actions (zeros), no policy, 8 envs: the physics plus each vector env's own overhead. The rows: one env
+alone (the floor), vecenv.SyncEnvs (a loop), gymnasium's AsyncVectorEnv with shared memory (a process per env),
+and vecenv.ProcEnvs with `near` envs in this process and the rest in a child (minipg's default is near = 3 of 8:
+this process also runs the policy in a real rollout, so it takes the smaller share). Medians of 3 blocks of
+2,000 vector steps, after 100, each vector env alone on the machine.
 """
-import argparse
+import copy
+import functools
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy starts its threads: the matrices are small
+import numpy as np  # noqa: E402
+
+import common  # noqa: E402
 
 
-def timed(f, reps):
-    """Median seconds per call over 7 blocks of reps calls."""
-    f()
-    blocks = []
-    for _ in range(7):
+def timed(f, reps, blocks=7, warmup=1):
+    """Median seconds per call over `blocks` blocks of reps calls, after `warmup` calls."""
+    for _ in range(warmup):
+        f()
+    times = []
+    for _ in range(blocks):
         t = time.perf_counter()
         for _ in range(reps):
             f()
-        blocks.append((time.perf_counter() - t) / reps)
-    return statistics.median(blocks)
+        times.append((time.perf_counter() - t) / reps)
+    return statistics.median(times)
 
 
 def minibatch_parts(minipg, algos, nets, tr):
     """The PPO minibatch step of algos.ppo_epochs, part by part, on the trainer's own batch."""
     b = tr.collect()
     hp, agent = tr.hp, tr.agent
-    obs, act, logp_old, adv, ret, val_old = algos.prepare(b, hp)
+    prepared = algos.prepare(b, hp)
+    if isinstance(prepared, tuple):  # a tree from before prepare returned algos.Samples
+        obs, act, logp_old, adv, ret, val_old = prepared
+    else:
+        obs, act, logp_old, adv, ret, val_old = (prepared.obs, prepared.act, prepared.logp_old, prepared.adv,
+                                                 prepared.v_target, prepared.val_old)
     pi, head, N = agent.pi, agent.pi.head, len(obs)
+
+    def clip_dz():  # the gradient of the clipped loss w.r.t. z, as each tree computes it
+        if hasattr(algos, "ppo_clip_objective"):
+            return -algos.ppo_clip_objective(head, z, act[mb], logp_old[mb], A, hp.clip_eps)[1]
+        return algos.dz_clip(head, z, z_old[mb], act[mb], logp_old[mb], A, hp, hp.clip_eps, 0.0)
     z_old, _ = pi.dist(obs)
     mb = np.random.default_rng(0).permutation(N)[:hp.minibatch]
     z, hs = pi.dist(obs[mb])
     A = algos.normalise(adv[mb])
-    dz = algos.dz_clip(head, z, z_old[mb], act[mb], logp_old[mb], A, hp, hp.clip_eps, 0.0)
+    dz = clip_dz()
     v, hv = agent.v.forward(obs[mb])
     dv = v[:, 0] - ret[mb]
     dphi, _ = agent.v.backward(hp.vf_coef * dv[:, None] / len(mb), hv)
@@ -52,15 +74,13 @@ def minibatch_parts(minipg, algos, nets, tr):
     grad, _ = nets.clip_grad_norm(np.concatenate([g_pi, dphi]), hp.max_grad_norm)
     theta = pi.theta
     # the optimisers are timed on copies, so the agent's state does not drift between parts
-    import copy
     opt_pi, opt_v, phi = copy.deepcopy(agent.opt_pi), copy.deepcopy(agent.opt_v), agent.v.theta.copy()
     parts = [
         ("gather the minibatch (obs, act, logp_old, adv, ret, val_old, z_old)",
          lambda: (obs[mb], act[mb], logp_old[mb], adv[mb], ret[mb], val_old[mb], z_old[mb])),
         ("policy forward pi.dist", lambda: pi.dist(obs[mb])),
         ("advantage normalise", lambda: algos.normalise(adv[mb])),
-        ("dz of the clipped objective (log_prob, dlogp)",
-         lambda: algos.dz_clip(head, z, z_old[mb], act[mb], logp_old[mb], A, hp, hp.clip_eps, 0.0)),
+        ("dz of the clipped objective (log_prob, dlogp)", clip_dz),
         ("value forward", lambda: agent.v.forward(obs[mb])),
         ("value backward", lambda: agent.v.backward(hp.vf_coef * dv[:, None] / len(mb), hv)),
         ("policy backward", lambda: pi.backward(dz, hs)),
@@ -100,28 +120,48 @@ def rollout_parts(minipg, tr):
     return out, whole
 
 
+def vec_rows(minipg, vecenv, env_id, E=8):
+    """(vector env, us per env step) for one env alone and each vector env, E envs, fixed actions."""
+    import gymnasium as gym
+    sp = minipg.spaces_of(env_id)
+    single = minipg.make_env(env_id)
+    single.reset(seed=0)
+    a = 0 if sp.discrete else np.zeros(sp.n_act, np.float32)
+
+    def step_one():
+        _, _, term, trunc, _ = single.step(a)
+        if term or trunc:
+            single.reset()
+    rows = [("one env alone (the floor)", timed(step_one, 20_000, blocks=1, warmup=0))]
+    action = np.zeros(E, np.int64) if sp.discrete else np.zeros((E, sp.n_act), np.float32)
+    envs = {"SyncEnvs": lambda: minipg.make_envs(env_id, E, "sync"),
+            "gymnasium AsyncVectorEnv, shared memory": lambda: gym.vector.AsyncVectorEnv(
+                [lambda: minipg.make_env(env_id) for _ in range(E)], shared_memory=True,
+                autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)}
+    for near in (4, 3, 2):
+        envs[f"ProcEnvs, {near} here and {E - near} in the child"] = functools.partial(
+            vecenv.ProcEnvs, functools.partial(minipg.make_env, env_id), E, sp.obs_dim, 0 if sp.discrete else sp.n_act,
+            near=near)
+    for name, make in envs.items():
+        v = make()
+        v.reset(seed=0)
+        rows.append((name, timed(lambda: v.step(action), 2000, blocks=3, warmup=100) / E))
+        v.close()
+    return [(name, t * 1e6) for name, t in rows]
+
+
 SETTINGS = {
     "CartPole-v1, zoo PPO (8 envs, minibatch 256)": dict(algo="ppo", steps=100_000),
     "HalfCheetah-v5, mujoco preset (8 envs, minibatch 64)": dict(algo="ppo", preset="mujoco"),
 }
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tree", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    p.add_argument("--out", default="")
-    args = p.parse_args(argv)
-    sys.path.insert(0, os.path.abspath(args.tree))
-    import minipg, algos, nets  # noqa: E401 (the tree's own)
-    commit = subprocess.run(["git", "-C", args.tree, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", args.tree, "status", "--porcelain", "--", "*.py"], capture_output=True,
-                           text=True).stdout.strip()
-    lines = [f"# One rollout step and one PPO minibatch step, part by part ({commit}{' + changes' if dirty else ''})",
-             "", f"`python bench/steps.py --tree {args.tree}` on {platform.processor() or platform.machine()}, "
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; microseconds, medians of 7 blocks.", ""]
+def profile(minipg, algos, nets, only):
+    lines = ["Microseconds, medians of 7 blocks.", ""]
     for title, given in SETTINGS.items():
-        run, hp = minipg.resolve(dict(given))
+        if only not in title:
+            continue
+        run, hp = getattr(minipg, "CONFIG", minipg).resolve(dict(given))
         tr = minipg.Trainer(run, hp)
         tr.start()
         tr.iteration()
@@ -138,11 +178,36 @@ def main(argv=None):
         lines += [f"| **the whole vector step, inside collect()** | **{rwhole * 1e6:.1f}** |",
                   f"| what collect() adds to envs.step | {(rwhole - env) * 1e6:.1f} "
                   f"({(rwhole - env) / run.num_envs * 1e6:.1f} per env step) |", ""]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    return "\n".join(lines)
+
+
+def vec_table(minipg, vecenv, only):
+    lines = ["| env | vector env | us per env step |", "|---|---|---:|"]
+    for env_id in ("HalfCheetah-v5", "CartPole-v1"):
+        if only in env_id:
+            rows = [f"| {env_id} | {name} | {us:.1f} |" for name, us in vec_rows(minipg, vecenv, env_id)]
+            print("\n".join(rows), flush=True)
+            lines += rows
+    lines += ["", "In a real rollout this process also runs the policy once per vector step (about 30 us for 8 "
+              "envs), while the child waits; that is why the default gives the child the larger share."]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = common.parser(__doc__)
+    p.add_argument("--tree", default=common.ROOT, help="the minipg checkout to time (default: this one)")
+    p.add_argument("--vec", action="store_true", help="each vector env's cost per env step instead of the profile")
+    p.add_argument("--only", default="", help="the settings (or with --vec, the envs) whose name contains this")
+    p.add_argument("--out", default="")
+    args = p.parse_args(argv)
+    tree = os.path.abspath(args.tree)
+    sys.path.insert(0, tree)
+    import minipg, algos, nets, vecenv  # noqa: E401 (the tree's own)
+    if args.vec:
+        common.write_results(args.out, "Stepping 8 envs, per env step", vec_table(minipg, vecenv, args.only), tree)
+    else:
+        common.write_results(args.out, "One rollout step and one PPO minibatch step, part by part",
+                             profile(minipg, algos, nets, args.only), tree)
 
 
 if __name__ == "__main__":
