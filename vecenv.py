@@ -19,8 +19,8 @@ class EnvError(RuntimeError):
 
 class SyncEnvs:
     """gymnasium's SyncVectorEnv with SAME_STEP autoreset, cut down to what collect() uses: the same envs, the
-    same seeds (env i gets seed + i) and the same observations, but a plain loop. Its generic space handling
-    (numpy-scalar actions, batched infos) cost about 40% of CartPole's step time (bench/results.md)."""
+    same seeds (env i gets seed + i) and the same observations, but a plain loop, without the generic space handling
+    (numpy-scalar actions, batched infos) that collect() does not need (what it cost: bench/rollout.md)."""
 
     def __init__(self, envs):
         self.envs, self.num_envs = envs, len(envs)
@@ -44,10 +44,9 @@ class SyncEnvs:
             env.close()
 
 
-# ProcEnvs. A pipe round trip per step costs 100-250 us on this machine's virtual cores (a process woken on the
-# other core), more than a HalfCheetah step (50 us). So the two processes share their arrays in memory and signal
-# each other with semaphores, each first polling for up to SPIN_S before it sleeps: during the rollout the
-# answer comes within microseconds, and during an update the child sleeps instead of spinning (bench/rollout.md).
+# ProcEnvs: the two processes share their arrays in memory and signal each other with semaphores, each first
+# polling for up to SPIN_S before it sleeps, so that during the rollout the answer comes at once and during an
+# update the child sleeps instead of spinning (a pipe round trip per step was slower: bench/rollout.md).
 
 SPIN_S = 0.002
 
@@ -134,8 +133,8 @@ class ProcEnvs:
     halves have answered, so the two stay in step."""
 
     def __init__(self, make_env, n, obs_dim, act_dim, near=None):
-        # This process also runs the policy, which costs about two MuJoCo steps for 8 envs, so it keeps the smaller
-        # share: 3 of 8 envs (bench/halfcheetah.md); near envs here, the other f in the child
+        # This process also runs the policy, so it keeps the smaller share, 3 of 8 envs (bench/halfcheetah.md):
+        # near envs here, the other f in the child
         near = max(1, 3 * n // 8) if near is None else near
         ctx, f = multiprocessing.get_context("spawn"), n - near  # spawn: no fork of this process's threads
         self.shm = _shared(ctx, {"cmd": (2,), "failed": (1,), "act": (f, max(act_dim, 1)), "obs": (f, obs_dim),
