@@ -162,9 +162,11 @@ class Batch:
         if not isinstance(self.act, np.ndarray) or self.act.shape[:2] != (T, E):
             raise ValueError(f"Batch.act must have shape (T, E) or (T, E, A), got {getattr(self.act, 'shape', None)}")
         if not isinstance(self.last_val, np.ndarray) or self.last_val.shape != (E,):
+            transposed = isinstance(self.last_val, np.ndarray) and self.last_val.shape == (T,)
             raise ValueError(f"Batch.last_val must be V_phi(s_T) of shape (E,) = ({E},), got "
-                             f"{getattr(self.last_val, 'shape', repr(self.last_val))}: the cut at the end of the "
-                             "rollout bootstraps from it")
+                             f"{getattr(self.last_val, 'shape', repr(self.last_val))}: "
+                             + ("the arrays look (E, T); they must be (T, E), time first" if transposed else
+                                "the cut at the end of the rollout bootstraps from it"))
 
 
 @dataclass

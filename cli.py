@@ -167,7 +167,7 @@ class Config:
     def parser(self, algo, preset):
         """The parser for --algo ALGO: only the flags ALGO reads, each showing the value ALGO (and the preset) gives it.
         algo None: every flag (for an unknown --algo, which resolve() then refuses by name)."""
-        shown = self.defaults(algo or "ppo", preset)
+        shown = {**self.defaults(algo or "ppo", preset), "algo": algo or "ppo"}
         names = [flag(f.name) for f in self.fields()] + [flag(m) for m in MODES] + ["--episodes"]
         description = (self.doc + f"\n\nThe flags and defaults shown are those of --algo {algo}"
                        + (f" --preset {preset}" if preset else "")
@@ -176,9 +176,9 @@ class Config:
                   + "\nPresets:\n" + "\n".join(f"  {p}: {d}" for p, d in self.presets.items()))
         p = Parser(prog="minipg.py", formatter_class=argparse.RawDescriptionHelpFormatter, description=description,
                    epilog=epilog, known=names)
-        groups = {"run": p.add_argument_group(f"what to run ({self.run_cls.__module__}.{self.run_cls.__name__})"),
-                  "hyper": p.add_argument_group(f"what the {algo or 'chosen'} update reads ({self.hyper_cls.__module__}."
-                                                f"{self.hyper_cls.__name__})")}
+        groups = {"run": p.add_argument_group(f"what to run ({self.run_cls.__name__}, minipg.py)"),
+                  "hyper": p.add_argument_group(f"what the {algo or 'chosen'} update reads ({self.hyper_cls.__name__}, "
+                                                "algos.py)")}
         for f in self.fields():
             if algo is not None and not self.uses(f, algo):
                 continue

@@ -486,7 +486,10 @@ def train(tr, out, resumed=None, overwrite=False, quiet=False):
 
 def header(tr, out, resumed):
     run = tr.run
-    shape = f"batches of {run.num_episodes} whole episodes" if tr.episodic else f"{tr.iters} iterations x {tr.batch} steps"
+    if tr.episodic:
+        shape = f"batches of {run.num_episodes} whole episodes"
+    else:
+        shape = f"{tr.iters} iteration{'s' * (tr.iters != 1)} x {tr.batch} steps"
     return (f"minipg {run.algo} on {run.env}  |  {run.steps:,} steps in {shape}  |  seed {run.seed}  |  {run.dtype}"
             + (f"  |  resumed at iteration {tr.it}" if resumed else "")
             + f"\n  config (differs from the defaults of --algo {run.algo}"

@@ -186,14 +186,69 @@ def test_out_naming_a_file_or_a_path_under_one_is_refused(tmp_path, capsys):
     assert os.listdir(tmp_path) == ["f"]
 
 
-def test_help_shows_the_values_a_flag_takes_for_the_chosen_algo(capsys):
-    for algo, want in (("trpo", "batch is E*T (default: 512)"), ("a2c", "(A2C's classic choice) (default: rmsprop)")):
+def test_help_shows_only_the_flags_the_chosen_algo_reads_with_the_values_it_takes(capsys):
+    for algo, want, absent in (("trpo", ["batch is E*T (default: 512)", "--algo ALGO", "(default: trpo)", "--max-kl"],
+                                ["--lr-pi", "--clip-eps", "--phi", "--epochs", "--num-episodes"]),
+                               ("a2c", ["(A2C's classic choice) (default: rmsprop)", "--vf-coef"],
+                                ["--max-kl", "--v-iters", "--baseline"]),
+                               ("reinforce", ["--num-episodes", "--phi", "--baseline"], ["--num-steps", "--lam"])):
         with pytest.raises(SystemExit):
             minipg.CONFIG.parse_args(["--algo", algo, "--help"])
         out = capsys.readouterr().out
         flat = " ".join(out.split())
-        assert f"defaults shown are those of --algo {algo}" in flat and "0 = default" not in out
-        assert want in flat, (algo, want)
+        assert f"defaults shown are those of --algo {algo}" in flat and "--flag or --no-flag" in flat
+        for text in want:
+            assert text in flat, (algo, text)
+        options = out.split("options:")[1].split("Per-algorithm defaults")[0]
+        for text in absent:
+            assert text + " " not in options, (algo, text)
+
+
+def test_the_header_lists_what_differs_from_the_chosen_algorithms_defaults(tmp_path):
+    """A plain --algo ppo differs from nothing (gamma 0.98 and lambda 0.8 are PPO's defaults); a flag given shows."""
+    plain = _run(*TINY_RUN[:2], "--steps", "256", "--num-envs", "2", "--num-steps", "128", "--minibatch", "64",
+                 "--eval-episodes", "1", "--out", str(tmp_path / "a"))
+    assert plain.returncode == 0, plain.stderr
+    line = next(s for s in plain.stdout.splitlines() if "differs from the defaults of --algo ppo" in s)
+    assert '"gamma"' not in line and '"lam"' not in line and '"num_envs": 2' in line and '"steps": 256' in line
+
+
+def test_eval_of_a_live_run_says_it_is_live(tiny_run, capsys):
+    out, _ = tiny_run
+    with runs.folder_lock(out):
+        assert minipg.main(["--eval", out, "--episodes", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "is a live run" in err and "latest checkpoint" in err
+    assert minipg.main(["--eval", out, "--episodes", "1"]) == 0 and "live" not in capsys.readouterr().err
+
+
+def test_a_missing_optional_extra_is_one_line_with_the_install_command_the_readme_gives(tmp_path, capsys):
+    """One install hint per extra, the same in the code (cli.INSTALL) and in the README; Box2D's, when it is missing."""
+    import cli
+    readme = open(os.path.join(HERE, "README.md")).read()
+    for command in cli.INSTALL.values():
+        assert command in readme, command
+    try:
+        import Box2D  # noqa: F401
+        pytest.skip("Box2D is installed")
+    except ImportError:
+        pass
+    code = minipg.main(["--preset", "lunarlander", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and cli.INSTALL["box2d"] in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_video_without_moviepy_says_so_and_leaves_no_folder(tiny_run, tmp_path, capsys):
+    try:
+        import moviepy  # noqa: F401
+        pytest.skip("moviepy is installed")
+    except ImportError:
+        pass
+    import cli
+    out, _ = tiny_run
+    code = minipg.main(["--eval", out, "--video", str(tmp_path / "videos"), "--episodes", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and cli.INSTALL["moviepy"] in err and not (tmp_path / "videos").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -101,3 +101,16 @@ def test_kl_is_half_dtheta_F_dtheta_for_small_natural_gradient_steps(steps):
     err = [abs(kl / q - 1) for q, kl, _, _ in rows]
     assert max(err) < KL_REL_TOL, err
     assert err[0] < err[1], err
+
+
+def test_the_header_of_a_snapshot_counts_steps_and_episodes_on_pendulum(capsys):
+    """Off CartPole the sum of the returns is not the number of steps (Pendulum's returns are negative): the header
+    reports the episodes and their steps as counted (200 steps each), and the return apart."""
+    agent, norm, _ = lab.snapshot("Pendulum-v1", 0, 0)
+    r = lab.measure_estimators(agent, norm, "Pendulum-v1", np.random.default_rng(0), n_traj=2, n_batches=3, n_fit=4,
+                               lams=(0.9,), v_iters=1)
+    lab.report_estimators("untrained", 0, r, 2, 4)
+    out = capsys.readouterr()
+    header = next(line for line in out.out.splitlines() if "PPO 0 env steps" in line)
+    assert "(6 episodes, 1200 steps)" in header and "return -" in header, header
+    assert "collecting 3 batches of 2 episodes" in out.err  # progress on long work, on stderr

@@ -3,6 +3,7 @@ with fixed seeds. Derivatives are checked against central finite differences, es
 definitions written out as plain loops. Relative error = max|a - b| / max(max|b|, tiny), b the reference.
 """
 import os
+import re
 import types
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matrices: one BLAS thread is faster (as minipg.py sets)
@@ -823,3 +824,33 @@ def test_the_deterministic_action_is_the_mode_of_pi(head_name):
         assert rel_err(logp_mode, peak) <= EXACT_TOL
     for _ in range(20):
         assert np.all(head.log_prob(z, head.sample(z, rng)) <= logp_mode)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 15. A batch that is not what an update reads is one clear error, not a silent estimate or a numba trace
+# ---------------------------------------------------------------------------------------------------------------
+
+def batch_swapped(b):
+    """The same rollout laid out (E, T) instead of (T, E): a plausible mistake in an own loop."""
+    return algos.Batch(**{k: (v.swapaxes(0, 1) if k != "last_val" else v) for k, v in vars(b).items()})
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("(E, T) arrays", "the arrays look (E, T); they must be (T, E), time first"),
+    ("no last_val", "last_val must be V_phi(s_T) of shape (E,)"),
+    ("obs without obs_dim", "Batch.obs must have shape (T, E, obs_dim)"),
+])
+@pytest.mark.parametrize("algo", ["vpg", "a2c", "trpo", "ppo", "ppo-penalty"])
+def test_an_update_refuses_a_batch_of_the_wrong_shapes_with_one_clear_error(algo, damage, says):
+    agent = make_agent("categorical")
+    b = fake_batch(agent, np.random.default_rng(3), T=6, E=4)
+    theta = agent.pi.theta
+    if damage == "(E, T) arrays":
+        b = batch_swapped(b)  # last_val stays V(s_T) of each of the 4 envs
+    elif damage == "no last_val":
+        b.last_val = None
+    else:
+        b.obs = b.obs[..., 0]
+    with pytest.raises(ValueError, match=re.escape(says)):
+        algos.UPDATES[algo](agent, b, algos.Hyper(epochs=1, minibatch=8, v_iters=1, v_minibatch=8), np.random.default_rng(0))
+    assert np.array_equal(agent.pi.theta, theta)
