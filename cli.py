@@ -89,6 +89,14 @@ def check_env_id(env_id):
     return env_id
 
 
+def threshold_of(run):
+    """The return a run counts as solved: --target, else the env's reward_threshold (None if it has none)."""
+    if run.target is not None:
+        return run.target
+    spec = gym.spec(check_env_id(run.env))
+    return None if spec.reward_threshold is None else float(spec.reward_threshold)
+
+
 def missing_extra(what, e):
     """One line for an optional extra that is not installed: which one, and its install command."""
     text = str(e).lower()

@@ -462,7 +462,7 @@ def train(tr, out, resumed=None, overwrite=False, quiet=False):
                     folder.save_if_due(run.save_every_s)
             folder.save()
             if folder.stopping:
-                folder.finish(summary_of(tr, interrupted=True))
+                folder.finish(runs.summary(tr, cli.threshold_of(run), interrupted=True))
                 print(f"interrupted after iteration {tr.it}: checkpoint saved. Continue with:\n  python minipg.py "
                       f"--resume {out}", file=sys.stderr, flush=True)
                 return {"interrupted": True}
@@ -470,7 +470,7 @@ def train(tr, out, resumed=None, overwrite=False, quiet=False):
                 returns = evaluate(tr, run.eval_episodes, run.seed + 10_000)
         finally:
             tr.close()
-        summary = folder.finish(summary_of(tr, returns))
+        summary = folder.finish(runs.summary(tr, cli.threshold_of(run), returns))
     say(f"evaluation ({len(returns)} deterministic episode{'s' * (len(returns) != 1)}): "
         f"{np.mean(returns):.1f} ± {np.std(returns):.1f}")
     if summary["threshold"] is None:
@@ -516,34 +516,6 @@ def console_line(tr, row):
     cells = (tr.it, tr.steps, len(tr.episodes), row.get("return_mean"), row["kl"], row["entropy"],
              row["explained_var"], int(row["steps_per_s"]), f"{wall:.1f}s", f"{eta:.1f}s")
     return " ".join(f"{x:9.3g}" if isinstance(x, float) else f"{'-' if x is None else x:>9}" for x in cells)
-
-
-def threshold_of(run):
-    spec = gym.spec(cli.check_env_id(run.env))
-    if run.target is not None:
-        return run.target
-    return None if spec.reward_threshold is None else float(spec.reward_threshold)
-
-
-def steps_to_threshold(episodes, threshold, window=20):
-    """First env step at which the mean return of the last `window` finished episodes >= threshold, or None."""
-    if threshold is None:
-        return None
-    c = np.cumsum([0.0] + [r for _, r, _ in episodes])  # c[i + window] - c[i]: the sum of episodes i..i+window-1
-    hit = np.flatnonzero((c[window:] - c[:-window]) / window >= threshold)
-    return int(episodes[hit[0] + window - 1][0]) if len(hit) else None
-
-
-def summary_of(tr, returns=(), interrupted=False):
-    returns = [float(r) for r in returns if math.isfinite(r)]
-    threshold = threshold_of(tr.run)
-    return {"algo": tr.run.algo, "env": tr.run.env, "seed": tr.run.seed, "total_steps": tr.steps, **tr.seconds,
-            "eval_return_mean": float(np.mean(returns)) if returns else None,
-            "eval_return_std": float(np.std(returns)) if returns else None, "eval_episodes": len(returns),
-            "eval_seed": tr.run.seed + 10_000, "threshold": threshold,
-            "steps_to_threshold": steps_to_threshold(tr.episodes, threshold),
-            "train_return_last20": float(np.mean([r for _, r, _ in tr.episodes[-20:]])) if tr.episodes else None,
-            "interrupted": interrupted}
 
 
 def evaluate(tr, episodes, seed, render_mode=None, video=None):
@@ -603,13 +575,10 @@ def main(argv=None):
         if mode == "lab":  # lab.py imports this file, so it runs as a program of its own
             lab = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lab.py")
             return subprocess.call([sys.executable, lab, "--env", run.env, "--seed", str(run.seed), "--out", out])
-        if mode == "seeds":
-            me, args = os.path.abspath(__file__), CONFIG.argv(run, hp)
-            commands = {s: [sys.executable, me, *args, "--seed", str(s), "--out", os.path.join(out, f"s{s}"),
-                            *(["--overwrite"] if modes["overwrite"] else [])] for s in cli.parse_seeds(modes["seeds"])}
-            jobs = modes["jobs"] or cli.default_jobs(run)
-            return runs.seeds_cmd(out, commands, jobs, modes["overwrite"],
-                                  lambda summaries: plots.seeds_table(run, list(commands), summaries),
+        if mode == "seeds":  # a minipg.py process per seed, then the table of their summaries
+            table = functools.partial(plots.seeds_table, run, cli.parse_seeds(modes["seeds"]))
+            return runs.seeds_cmd(out, cli.parse_seeds(modes["seeds"]), [sys.executable, os.path.abspath(__file__), *CONFIG.argv(run, hp)],
+                                  modes["jobs"] or cli.default_jobs(run), modes["overwrite"], table,
                                   {"algo": run.algo, "env": run.env})
         return 130 if train(Trainer(run, hp), out, overwrite=modes["overwrite"])["interrupted"] else 0
     except (UsageError, RunError, OSError, MemoryError) as e:  # a failed write or read: one line, exit 1

@@ -389,6 +389,28 @@ class RunFolder:
         return False
 
 
+def steps_to_threshold(episodes, threshold, window=20):
+    """First env step at which the mean return of the last `window` finished episodes >= threshold, or None."""
+    if threshold is None:
+        return None
+    c = np.cumsum([0.0] + [r for _, r, _ in episodes])  # c[i + window] - c[i]: the sum of episodes i..i+window-1
+    hit = np.flatnonzero((c[window:] - c[:-window]) / window >= threshold)
+    return int(episodes[hit[0] + window - 1][0]) if len(hit) else None
+
+
+def summary(tr, threshold, returns=(), interrupted=False):
+    """What summary.json holds: the run, its seconds, the evaluation's returns, the step at which the mean of 20
+    training episodes first reached the threshold (None: never, or no threshold), and whether it was interrupted."""
+    returns = [float(r) for r in returns if math.isfinite(r)]
+    last20 = [r for _, r, _ in tr.episodes[-20:]]
+    return {"algo": tr.run.algo, "env": tr.run.env, "seed": tr.run.seed, "total_steps": tr.steps, **tr.seconds,
+            "eval_return_mean": float(np.mean(returns)) if returns else None,
+            "eval_return_std": float(np.std(returns)) if returns else None, "eval_episodes": len(returns),
+            "eval_seed": tr.run.seed + 10_000, "threshold": threshold,
+            "steps_to_threshold": steps_to_threshold(tr.episodes, threshold),
+            "train_return_last20": float(np.mean(last20)) if last20 else None, "interrupted": interrupted}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # --seeds: one process per seed
 # ---------------------------------------------------------------------------------------------------------------
@@ -488,9 +510,11 @@ def resume_cmd(out, given, restore, train, validate):
     return 130 if train(tr, out, resumed=stamp)["interrupted"] else 0
 
 
-def seeds_cmd(root, commands, jobs, overwrite, table, about):
-    """--seeds: one run per seed, {seed: argv}, in root/s<seed>/, `jobs` at a time; then table(summaries), a
-    markdown table, in root/seeds.md, and every summary in root/seeds.json (with the dict `about`)."""
+def seeds_cmd(root, seeds, argv, jobs, overwrite, table, about):
+    """--seeds: one run per seed, `argv --seed S --out root/sS`, in root/s<seed>/, `jobs` at a time; then
+    table(summaries), a markdown table, in root/seeds.md, and every summary in root/seeds.json (with `about`)."""
+    commands = {s: [*argv, "--seed", str(s), "--out", os.path.join(root, f"s{s}"), *(["--overwrite"] if overwrite else [])]
+                for s in seeds}
     os.makedirs(root, exist_ok=True)
     with folder_lock(root):
         if os.path.exists(os.path.join(root, "seeds.json")) and not overwrite:
