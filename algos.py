@@ -112,7 +112,6 @@ PRESETS = {
                         anneal_clip=False),
     "pendulum": dict(minibatch=64, epochs=10, gamma=0.9, lam=0.95, lr_pi=1e-3),
 }
-PRESET_NAMES = ("mujoco", "lunarlander", "lunarlander-continuous", "pendulum")
 
 
 def make_agent(obs_dim, head, hp, rng, hidden=(64, 64), activation="tanh", init_log_std=0.0, dtype=np.float64):

@@ -76,7 +76,8 @@ class Run:
                                range=">= 0")
     log_every: int = _opt(0, "print a progress line every this many iterations (0: about 40 lines per run)",
                           range=">= 0")
-    preset: str = _opt("", "named hyperparameter set, applied before your flags: " + " | ".join(algos.PRESET_NAMES))
+    preset: str = _opt("", "named hyperparameter set, applied before your flags: mujoco | lunarlander | "
+                       "lunarlander-continuous | pendulum")
 
 
 # The batch and the budget per algorithm; what the update reads comes from algos.DEFAULTS. Together they solve

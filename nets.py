@@ -383,6 +383,7 @@ class Adam:
     def step(self, theta, g, lr=None):
         """Returns theta moved down g; m, v and t are updated."""
         b1, b2, lr = *self.betas, self.lr if lr is None else lr
+        g = np.asarray(g, self.m.dtype)  # the moments keep their dtype (a float64 g must not promote a float32 run)
         self.t += 1
         self.m = b1 * self.m + (1 - b1) * g
         self.v = b2 * self.v + (1 - b2) * g**2
@@ -407,6 +408,7 @@ class RMSprop:
     def step(self, theta, g, lr=None):
         """Returns theta moved down g; v and t are updated."""
         lr = self.lr if lr is None else lr
+        g = np.asarray(g, self.v.dtype)  # the moments keep their dtype
         self.t += 1
         self.v = self.alpha * self.v + (1 - self.alpha) * g**2
         return theta - lr * g / (np.sqrt(self.v) + self.eps)

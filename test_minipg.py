@@ -741,9 +741,11 @@ def test_rmsprop_is_the_torch_rule():
 
 
 @pytest.mark.parametrize("opt_cls", [nets.Adam, nets.RMSprop])
-def test_optimisers_keep_float32(opt_cls):
+@pytest.mark.parametrize("g_dtype", [np.float32, np.float64])
+def test_optimisers_keep_float32(opt_cls, g_dtype):
+    """A float32 run's moments stay float32, even if a caller hands the optimiser a float64 gradient."""
     opt = opt_cls(5, dtype=np.float32)
-    theta = opt.step(np.ones(5, np.float32), np.full(5, 0.5, np.float32))
+    theta = opt.step(np.ones(5, np.float32), np.full(5, 0.5, g_dtype))
     assert theta.dtype == np.float32 and all(x.dtype == np.float32 for x in opt.state().values() if x.ndim)
 
 
