@@ -348,7 +348,7 @@ def fit_value(agent, obs, v_target, hp, rng):
 
 
 def normalise(adv):
-    """(A - mean A) / (std A + 1e-8)."""
+    """(A - mean A) / (std A + 1e-8). 000 uses A_hat as is; this adds a batch baseline (docs/notes.md)."""
     d = adv - adv.sum() / len(adv)
     return d / (np.sqrt(d @ d / len(d)) + 1e-8)
 
@@ -484,7 +484,8 @@ def update_a2c(agent, batch, hp, rng, frac=1.0):
     """Advantage actor-critic, 002 §actor-critic method: n-step rollouts (T = n) from E parallel envs;
     A_hat_t = sum_{l < n-t} gamma^l r_{t+l} + gamma^(n-t) V(s_T) - V(s_t) (GAE with lam = 1, A2C's default);
     one step for the actor on sum_t grad log pi A_hat_t and one for the critic on (V_phi(s_t) - V_target_t)^2.
-    (002 writes Q(s_t, a_t) = r_t + gamma max_a Q(s_{t+1}, a); for Q^pi it is r_t + gamma V^pi(s_{t+1}), as here.)"""
+    (002 writes Q^pi(s_t, a_t) = r_t + gamma max_a Q^pi(s_{t+1}, a): that is Q*'s Bellman equation; for Q^pi it is
+    r_t + gamma V^pi(s_{t+1}), as here: docs/notes.md.)"""
     set_learning_rates(agent, hp, frac)
     s = prepare(batch, hp)
     pi, N = agent.pi, len(s.obs)
@@ -493,7 +494,7 @@ def update_a2c(agent, batch, hp, rng, frac=1.0):
     # 002 §actor-critic method: g_hat = 1/|D| sum_t grad log pi(a_t|s_t) (Q(s_t,a_t) - V(s_t))
     g = policy_gradient(pi, z_old, hs, s.act, A, hp.ent_coef)
     out, hv = agent.v.forward(s.obs)
-    # critic: minimise c1 * 1/2 mean (V_phi(s_t) - V_target_t)^2
+    # critic: minimise c1 * 1/2 mean (V_phi(s_t) - V_target_t)^2 (000 and SB3 have no 1/2: c1 weighs half as much)
     grad_v, _ = agent.v.backward(hp.vf_coef * (out - s.v_target[:, None]) / N, hv)
     grad, _ = nets.clip_grad_norm(np.concatenate([-g, grad_v]), hp.max_grad_norm)  # one global norm, as in A2C
     pi.theta = agent.opt_pi.step(pi.theta, grad[:pi.n_params])
@@ -509,6 +510,7 @@ def update_a2c(agent, batch, hp, rng, frac=1.0):
 def trpo_surrogate(head, z, act, logp_old, A):
     """000 §Proximal Policy Optimization (TRPO): L(theta) = 1/N sum_t r_t(theta) A_t, r_t = pi_theta / pi_theta_old,
     003 §6's first-order (per-decision) importance weight. Returns L and dL/dz (N, D): r_t A_t dlogp / N."""
+    # 001 weights the terms by gamma^t; we average them unweighted, as 000 §PPO and TRPO do (docs/notes.md)
     ratio = np.exp(head.log_prob(z, act) - logp_old)  # (N,) r_t
     L = float(np.mean(ratio * A))
     dL_dz = (ratio * A)[:, None] * head.dlogp(z, act) / len(A)
@@ -530,7 +532,7 @@ def update_trpo(agent, batch, hp, rng, frac=1.0, search=True):
     # 001 §Method 2: KL ~ 1/2 dtheta^T F dtheta; x = F^{-1} g by CG on F v products. F is singular (for logits,
     # (diag p - p p^T) 1 = 0), so CG solves (F + damping I) x = g: the note's direction as damping -> 0.
     # 001 bounds KL(pi_1 || pi_0) at every s_t; TRPO bounds the batch mean of KL(pi_old || pi_new) (the same to
-    # second order), and drops the note's gamma^t weights.
+    # second order).
     x = cg(lambda v: fisher_vector_product(pi, z_old, hs, v, hp.cg_damping), g, hp.cg_iters)
     # 001 §Method 2: theta <- theta + sqrt(2 eps / g^T F^{-1} g) F^{-1} g  (001's eps is delta = max_kl here).
     # 001 and Spinning Up take g^T x for g^T F^{-1} g; we take x^T F x with the undamped F, so that
@@ -614,7 +616,7 @@ def ppo_epochs(agent, batch, hp, rng, frac, objective, stop_kl=0.0):
             agent.v.theta[:] = agent.opt_v.step(agent.v.theta, grad[pi.n_params:], lr=agent.opt_pi.lr)  # joint loss
         epochs_run += 1
         # Spinning Up's early stopping (000 §Proximal Policy Optimization): stop once mean KL passes 1.5 target_kl.
-        # Checked once per epoch, as Spinning Up does (SB3 checks per minibatch: docs/notes.md)
+        # Checked once per epoch (Spinning Up: before each whole-batch step; SB3: each minibatch): docs/notes.md
         if stop_kl > 0 and head.kl(z_old, pi.dist(s.obs)[0]).mean() > 1.5 * stop_kl:
             break
     return s, z_old, epochs_run

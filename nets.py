@@ -258,6 +258,7 @@ class DiagGaussian:
         mu, log_std = self._split(z)
         sigma = np.exp(log_std)
         u = (a - mu) / sigma  # (N, A)
+        # 003 §2.5 writes -1/2 Sigma^-1 (f(s) - a) df/dtheta: the 1/2 is wrong, d log pi/d mu = u/sigma (docs/notes.md)
         return np.concatenate([u / sigma, u**2 - 1], 1)  # (N, 2A)
 
     def entropy(self, z):

@@ -10,6 +10,10 @@ networks' forward, backward and jvp. Each test then checks that the features it 
 (a grad-norm clip that clipped, a value loss that was clipped, an early stop, a backtrack, a beta that moved).
 Relative error = max|a - b| / max(max|b|, tiny), b the reference; every update must agree to REL_TOL.
 
+Where a reference follows a choice of the code that departs from a note (the 1/2 in the value loss, the lambda-return
+as the critic's target, the step of the natural gradient, ...), its docstring says so and names the test of the last
+section, "Where the code departs from the notes", that computes the note's version too (docs/notes.md lists them).
+
 Run: python -m pytest -q test_updates.py. This file imports only numpy, pytest, nets and algos.
 """
 import itertools
@@ -123,7 +127,7 @@ class CategoricalRef:
         p = self.probs(z)
         return -p * (np.log(p) + self.entropy(z))
 
-    def kl(self, z_old, z):  # KL(pi_old || pi) = sum_j p_old_j (log p_old_j - log p_j)
+    def kl(self, z_old, z):  # KL(pi_old || pi) = sum_j p_old_j (log p_old_j - log p_j); 001 writes KL(new || old)
         p_old = self.probs(z_old)
         return float(np.sum(p_old * (np.log(p_old) - np.log(self.probs(z)))))
 
@@ -149,7 +153,7 @@ class GaussianRef:
         return float(sum(-0.5 * ((a[k] - mu[k]) / std[k]) ** 2 - log_std[k] - 0.5 * math.log(2 * math.pi)
                          for k in range(self.A)))
 
-    def dlogp(self, z, a):  # [u / sigma, u^2 - 1], u = (a - mu) / sigma
+    def dlogp(self, z, a):  # [u / sigma, u^2 - 1], u = (a - mu) / sigma (003 §2.5's 1/2 is wrong: test_003_2_5s_...)
         mu, log_std, std = self.split(z)
         u = (a - mu) / std
         return np.concatenate([u / std, u * u - 1.0])
@@ -284,7 +288,8 @@ def ref_var(x):
 
 
 def ref_diagnostics(tw, theta_new, obs, z_old, val_old, ret, **info):
-    """STYLE §9's fixed diagnostics on the whole batch: kl = 1/N sum_i KL(pi_old || pi_new)(s_i), entropy =
+    """STYLE §9's fixed diagnostics on the whole batch: kl = 1/N sum_i KL(pi_old || pi_new)(s_i) (001 writes
+    KL(new || old): test_kl_old_new_and_001s_kl_new_old_differ_at_a_finite_step_and_agree_to_second_order), entropy =
     1/N sum_i H(pi_new)(s_i), explained_var = 1 - Var[R_hat - V_old] / Var[R_hat] (1/N variances)."""
     z_new, _ = tw.dist(theta_new, obs)
     N = len(obs)
@@ -296,7 +301,9 @@ def ref_diagnostics(tw, theta_new, obs, z_old, val_old, ret, **info):
 def ref_fit_value(tw, obs, ret, hp, rng):
     """Critic regression, 002 §actor-critic method / 000 §Baselines in Policy Gradients: phi <- argmin
     E[(V_phi(s_t) - R_hat_t)^2], as hp.v_iters epochs of Adam (lr_v) on shuffled minibatches of
-    1/2 mean (V - R_hat)^2, whose gradient w.r.t. V_i is (V_i - R_hat_i) / n. Returns phi and the loss after."""
+    1/2 mean (V - R_hat)^2, whose gradient w.r.t. V_i is (V_i - R_hat_i) / n: the code's 1/2, half the note's mean
+    square (test_the_value_loss_is_half_the_notes_mean_squared_error). ret, the target, is the caller's (the
+    lambda-return for the actor-critic updates). Returns phi and the loss after."""
     phi, N = tw.phi.copy(), len(obs)
     opt = tw.new_optimiser(phi.size, tw.lr_v)
     for _ in range(hp.v_iters):
@@ -310,7 +317,9 @@ def ref_fit_value(tw, obs, ret, hp, rng):
 
 
 def ref_actor_critic_inputs(b, hp):
-    """GAE advantages and the lambda-return R_hat_t = A_t + V(s_t) as critic target, as samples."""
+    """GAE advantages and the critic's target, as samples. The target is the code's lambda-return A_t + V(s_t), which is
+    000's R_hat_t (plus bootstrap) only at lam = 1
+    (test_the_critics_target_is_the_lambda_return_which_is_the_reward_to_go_only_at_lambda_1)."""
     adv = ref_gae(b, hp.gamma, hp.lam)
     return rows(b.obs), rows(b.act), rows(b.logp), rows(adv), rows(adv + b.val), rows(b.val)
 
@@ -335,10 +344,14 @@ def make_episodes(agent, seed=1, lengths=EPISODE_LENGTHS):
 def ref_reinforce(tw, d, hp, seed):
     """REINFORCE (003 §3; 000 §Deriving the Simplest Policy Gradient) on N_tau whole episodes:
     g = 1/N_tau sum_tau sum_t grad log pi(a_t|s_t) (Phi_t - b), Phi_t = R(tau) or the reward-to-go
-    R_hat_t = sum_{t'>=t} gamma^(t'-t) r_t' (000 §Don't Let the Past Distract You), and b one of: none; the batch
-    mean of Phi (003 §5.3.1, taken over steps as algos.pg_estimate's comment says); V_phi(s_t) (002 §baselines); or
-    the optimal baseline per parameter k (003 §5.3.4), b_k = sum_tau g_k h_k / sum_tau g_k^2 with
-    g(tau) = sum_t grad log pi, h(tau) = sum_t grad log pi Phi_t (h = g R(tau) for Phi = R(tau): the note's formula).
+    R_hat_t = sum_{t'>=t} gamma^(t'-t) r_t' (000 §Don't Let the Past Distract You; at the gamma = 0.9 used here the
+    two estimate different gradients: test_at_gamma_below_1_return_and_reward_to_go_estimate_different_gradients),
+    and b one of: none; the batch mean of Phi (003 §5.3.1; the code's, over steps, where the note averages R(tau) over
+    episodes: test_the_mean_baseline_averages_over_steps_where_003_5_3_1_averages_over_episodes); V_phi(s_t)
+    (002 §baselines); or the optimal baseline per parameter k (003 §5.3.4), b_k = sum_tau g_k h_k / sum_tau g_k^2 with
+    g(tau) = sum_t grad log pi, h(tau) = sum_t grad log pi Phi_t (h = g R(tau) for Phi = R(tau): the note's formula;
+    for the reward-to-go the code's generalisation:
+    test_with_reward_to_go_the_codes_optimal_baseline_has_less_variance_than_003_5_3_4s).
     theta <- theta + alpha g by Adam; with b = V, V_phi is then fitted to R_hat."""
     episodes = [[i for i in range(len(d.ep)) if d.ep[i] == k] for k in range(int(d.ep.max()) + 1)]
     n_tau = len(episodes)
@@ -412,8 +425,10 @@ def test_reinforce_refuses_a_rollout_of_fixed_length_and_an_empty_batch():
 
 def ref_vpg(tw, b, hp, seed):
     """VPG, 000 §Vanilla Policy Gradient (VPG): g = 1/N sum_t grad log pi(a_t|s_t) A_t (+ c2 grad H(s_t), the
-    entropy bonus) with GAE advantages (normalised if hp.norm_adv), theta_{k+1} = theta_k + alpha g (Adam), then
-    V_phi fitted to the lambda-return. loss_pi is the pseudo-loss -1/N sum_t log pi_old(a_t|s_t) A_t (003 §7.1)."""
+    entropy bonus) with GAE advantages, normalised if hp.norm_adv (000 does not:
+    test_normalised_advantages_rescale_000s_gradient_and_subtract_a_batch_baseline); theta_{k+1} = theta_k + alpha g
+    (Adam), then V_phi fitted to the lambda-return. loss_pi is the pseudo-loss -1/N sum_t log pi_old(a_t|s_t) A_t
+    (003 §7.1)."""
     obs, act, logp_old, adv, ret, val = ref_actor_critic_inputs(b, hp)
     N = len(obs)
     A = ref_normalise(adv) if hp.norm_adv else adv
@@ -442,8 +457,11 @@ def test_vpg_update_equals_one_ascent_step_on_the_gae_gradient_then_the_critic_r
 
 
 def ref_a2c(tw, b, hp):
-    """A2C, 002 §actor-critic method: A_t = R_hat_t - V(s_t) with the n-step return R_hat_t (GAE with lam = 1);
-    one step on the joint loss -1/N sum_t [log pi(a_t|s_t) A_t + c2 H(s_t)] + c1 1/2 1/N sum_t (V_phi(s_t) - R_hat_t)^2:
+    """A2C, 002 §actor-critic method: A_t = R_hat_t - V(s_t) with the n-step return R_hat_t (GAE with lam = 1), which
+    bootstraps as Q^pi's r_t + gamma V(s_{t+1}), not 002's max form
+    (test_002s_max_over_actions_gives_q_star_not_q_pi_which_a2c_uses);
+    one step on the joint loss -1/N sum_t [log pi(a_t|s_t) A_t + c2 H(s_t)] + c1 1/2 1/N sum_t (V_phi(s_t) - R_hat_t)^2
+    (the code's 1/2: test_the_value_loss_is_half_the_notes_mean_squared_error):
     its gradient [-g, dphi] clipped to global norm hp.max_grad_norm, then one optimiser on [theta, phi] with lr_pi."""
     assert hp.lam == 1.0
     obs, act, logp_old, val = rows(b.obs), rows(b.act), rows(b.logp), rows(b.val)
@@ -513,9 +531,13 @@ def ref_cg(A, b, iters, tol=1e-10):
 
 
 def ref_trpo(tw, b, hp, seed, search):
-    """TRPO (000 §Proximal Policy Optimization): maximise L(theta) = 1/N sum_t r_t(theta) A_t subject to
-    1/N sum_t KL(pi_old || pi_theta)(s_t) <= delta. g = 1/N sum_t grad log pi A_t; x solves (F + damping I) x = g by
-    CG on the explicit F; 001 §Method 2's step sqrt(2 delta / x^T F x) x; then the backtracking line search:
+    """TRPO (000 §Proximal Policy Optimization): maximise L(theta) = 1/N sum_t r_t(theta) A_t (no gamma^t, unlike 001:
+    test_the_trpo_surrogate_drops_001s_gamma_t_weights) subject to 1/N sum_t KL(pi_old || pi_theta)(s_t) <= delta
+    (000's batch mean, where 001 bounds every state: test_trpo_bounds_the_batch_mean_kl_not_the_kl_at_every_state).
+    g = 1/N sum_t grad log pi A_t; x solves (F + damping I) x = g by CG on the explicit F; the code's step
+    sqrt(2 delta / x^T F x) x, where 001 §Method 2 writes sqrt(2 eps / g^T F^-1 g) F^-1 g
+    (test_the_natural_gradient_step_is_001s_times_sqrt_gx_over_xFx_and_meets_the_kl_bound_exactly); then the
+    backtracking line search:
     theta_j = theta_old + coef^j step for j = 0, 1, ..., the first with KL <= delta and L(theta_j) > L(theta_old),
     else theta_old. NPG (001 §Method 2) takes the full step. Then V_phi is fitted to the lambda-return."""
     obs, act, logp_old, adv, ret, val = ref_actor_critic_inputs(b, hp)
@@ -556,7 +578,7 @@ def test_npg_update_equals_the_natural_gradient_step_on_the_explicit_fisher_matr
     b = make_batch(agent)
     info = algos.update_npg(agent, b, hp, np.random.default_rng(8))
     theta, phi, ref_info, stats = ref_trpo(tw, b, hp, seed=8, search=False)
-    assert abs(stats["quad_kl"] - hp.max_kl) <= 1e-12  # 1/2 step^T F step = delta
+    assert abs(stats["quad_kl"] - hp.max_kl) <= 1e-12  # 1/2 step^T F step = delta: the code's step, not 001's
     assert_same_update(agent, info, theta, phi, ref_info)
 
 
@@ -606,10 +628,14 @@ def ref_ppo(tw, b, hp, seed, frac, objective, beta=0.0, stop_kl=0.0):
     the minibatch loss 1/n sum_t [-obj_t - c2 H(s_t) + c1 1/2 lv_t], its gradient clipped to global norm
     hp.max_grad_norm. Per sample:
       clip:    obj_t = min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t),  r_t = pi_theta(a_t|s_t) / pi_old(a_t|s_t);
-      penalty: obj_t = r_t A_t - beta KL(pi_old || pi_theta)(s_t)  (001 §Method 1, with KL(old || new) as PPO);
-      lv_t = (V - R_hat)^2, or with clip_vloss max((V - R_hat)^2, (V_old + clip(V - V_old, -eps, eps) - R_hat)^2).
+      penalty: obj_t = r_t A_t - beta KL(pi_old || pi_theta)(s_t)  (001 §Method 1, with KL(old || new) as PPO:
+               test_kl_old_new_and_001s_kl_new_old_differ_at_a_finite_step_and_agree_to_second_order);
+      lv_t = (V - R_hat)^2, or with clip_vloss max((V - R_hat)^2, (V_old + clip(V - V_old, -eps, eps) - R_hat)^2)
+      (c1 1/2 lv_t: the code's 1/2, test_the_value_loss_is_half_the_notes_mean_squared_error).
     A_t is normalised per minibatch if hp.norm_adv; eps = hp.clip_eps, times frac if hp.anneal_clip. Early
-    stopping (000 §Proximal Policy Optimization, Spinning Up): after an epoch, stop once the mean KL > 1.5 stop_kl."""
+    stopping (000 §Proximal Policy Optimization, Spinning Up): after an epoch, stop once the mean KL > 1.5 stop_kl
+    (the code's check, once an epoch, not before every step:
+    test_ppo_clip_checks_the_kl_early_stop_only_at_the_end_of_an_epoch)."""
     obs, act, logp_old, adv, ret, val_old = ref_actor_critic_inputs(b, hp)
     N, P = len(obs), len(tw.theta)
     eps = hp.clip_eps * frac if hp.anneal_clip else hp.clip_eps
@@ -731,8 +757,9 @@ def test_ppo_clipped_value_loss_inside_the_clip_range_keeps_the_value_gradient(h
 
 
 def ref_beta_rule(beta, kl, hp):
-    """001 §Method 1: beta <- beta + alpha (KL - d_targ) (kept >= 0) for hp.beta_rule = 'additive'; the PPO paper's
-    rule otherwise: beta * 2 if KL > 1.5 d_targ, beta / 2 if KL < d_targ / 1.5, else unchanged."""
+    """001 §Method 1: beta <- beta + alpha (KL - d_targ) (kept >= 0, as the code does and 001 does not say:
+    test_the_additive_beta_rule_is_kept_at_0_where_001s_rule_goes_negative) for hp.beta_rule = 'additive'; the PPO
+    paper's rule otherwise: beta * 2 if KL > 1.5 d_targ, beta / 2 if KL < d_targ / 1.5, else unchanged."""
     if hp.beta_rule == "additive":
         return max(0.0, beta + hp.beta_lr * (kl - hp.d_targ))
     if kl > 1.5 * hp.d_targ:
@@ -931,10 +958,10 @@ def test_with_reward_to_go_the_codes_optimal_baseline_has_less_variance_than_003
     """003 §5.3.4 derives b = E[g(tau)^2 r(tau)] / E[g(tau)^2] for Phi = R(tau), g(tau) = sum_t grad log pi_t. With
     the reward-to-go the estimator is h - b g, h(tau) = sum_t grad log pi_t R_hat_t, and algos.pg_estimate takes, per
     parameter, b_k = E[g_k h_k] / E[g_k^2], the minimiser of Var[h_k - b_k g_k] (E[g] = 0). Exactly, on Enumerated
-    (gamma = 1): for Phi = R(tau) the two are one (h = g R(tau)); for the reward-to-go the code's b has the smaller
-    variance in every parameter, and both leave the mean alone. The code estimates its b from the batch: on the
-    27 paths as one batch, update_reinforce's gradient uses the sample b_k = sum g_k h_k / sum g_k^2, not
-    003's sum g^2 R / sum g^2."""
+    (gamma = 1), for the reward-to-go the code's b has the smaller variance in every parameter, and both leave the
+    mean alone. The code estimates its b from the batch: on the 27 paths as one batch, update_reinforce's gradient
+    uses the sample b_k = sum g_k h_k / sum g_k^2, which for Phi = R(tau) (h = g R(tau)) is 003's
+    sum g^2 R / sum g^2, and for the reward-to-go is not."""
     task, agent = Enumerated(), make_agent("categorical")
     pi, head = agent.pi, CategoricalRef()
     p, g, h, R = task.probs(pi), [], [], []
@@ -957,25 +984,27 @@ def test_with_reward_to_go_the_codes_optimal_baseline_has_less_variance_than_003
         return E((h - b * g) ** 2) - E(h) ** 2
 
     b_note = E(g ** 2 * R[:, None]) / E(g ** 2)
-    assert rel_err(E(g * (g * R[:, None])) / E(g ** 2), b_note) <= 1e-14  # Phi = R(tau): the code's b is the note's
     b_code = E(g * h) / E(g ** 2)
     v_code, v_note = var(h, b_code), var(h, b_note)
     # Var is quadratic in b with its minimum at b_code: Var(b_note) - Var(b_code) = (b_note - b_code)^2 E[g^2] >= 0
     assert rel_err(v_note - v_code, (b_note - b_code) ** 2 * E(g ** 2)) <= 1e-8
     assert np.all(v_code <= v_note) and v_code.sum() < 0.99 * v_note.sum(), (v_code.sum(), v_note.sum())
-    # the batch: update_reinforce's gradient is (sum h - b sum g) / N_tau with the code's sample b
+    # the batch: update_reinforce's gradient is (sum h - b sum g) / N_tau with the code's sample b, which for
+    # Phi = R(tau) (h = g R) is 003's sum g^2 R / sum g^2, and for the reward-to-go is not
     n_tau = len(task.paths)
     episodes = [task.episode(k) for k in range(n_tau)]
     obs, act = np.concatenate([e[0] for e in episodes]), np.concatenate([e[1] for e in episodes])
     d = algos.Episodes(obs=obs, act=act, logp=pi.head.log_prob(pi.dist(obs)[0], act), val=np.zeros(len(act)),
                        rew=np.concatenate([e[2] for e in episodes]), ep=np.repeat(np.arange(n_tau), task.H))
-    agent.opt_pi = Recorder()
-    algos.update_reinforce(agent, d, hyper(gamma=1.0, phi="rtg", baseline="optimal"), np.random.default_rng(0))
-    g_code = -agent.opt_pi.grads[0]
-    b_code_batch = (g * h).sum(0) / (g ** 2).sum(0)
     b_note_batch = (g ** 2 * R[:, None]).sum(0) / (g ** 2).sum(0)
-    assert rel_err(g_code, (h.sum(0) - b_code_batch * g.sum(0)) / n_tau) <= REL_TOL
-    assert rel_err(g_code, (h.sum(0) - b_note_batch * g.sum(0)) / n_tau) > 1e-3
+    for phi, h_phi in (("return", g * R[:, None]), ("rtg", h)):
+        agent.opt_pi = Recorder()
+        algos.update_reinforce(agent, d, hyper(gamma=1.0, phi=phi, baseline="optimal"), np.random.default_rng(0))
+        g_code = -agent.opt_pi.grads[0]
+        b_code_batch = (g * h_phi).sum(0) / (g ** 2).sum(0)
+        assert rel_err(g_code, (h_phi.sum(0) - b_code_batch * g.sum(0)) / n_tau) <= REL_TOL
+        note_err = rel_err(g_code, (h_phi.sum(0) - b_note_batch * g.sum(0)) / n_tau)
+        assert note_err <= REL_TOL if phi == "return" else note_err > 1e-3, (phi, note_err)
 
 
 @pytest.mark.parametrize("lengths", [EPISODE_LENGTHS, (3,) * 6], ids=["unequal-lengths", "equal-lengths"])
@@ -1057,12 +1086,12 @@ def test_the_value_loss_is_half_the_notes_mean_squared_error():
     d_note, L_note = central_differences(note_loss, phi0), note_loss(phi0)
     updates = {"a2c": (algos.update_a2c, hyper(gamma=0.9, lam=1.0, vf_coef=1.0, max_grad_norm=0.0)),
                "fit_value": (algos.update_vpg, hyper(gamma=0.9, lam=1.0, v_iters=1, v_minibatch=len(obs)))}
-    for update, hp in updates.values():
+    for name, (update, hp) in updates.items():
         agent = make_agent("categorical")
         agent.opt_v = Recorder()  # phi stays at phi0: fit_value's loss_v, taken after its step, is at phi0 too
         info = update(agent, b, hp, np.random.default_rng(7))
-        assert len(agent.opt_v.grads) == 1 and rel_err(agent.opt_v.grads[0], 0.5 * d_note) <= FD_TOL
-        assert rel_err(info["loss_v"], 0.5 * L_note) <= REL_TOL
+        assert len(agent.opt_v.grads) == 1 and rel_err(agent.opt_v.grads[0], 0.5 * d_note) <= FD_TOL, name
+        assert rel_err(info["loss_v"], 0.5 * L_note) <= REL_TOL, name
 
 
 def test_002s_max_over_actions_gives_q_star_not_q_pi_which_a2c_uses():
@@ -1121,7 +1150,7 @@ def test_003_2_5s_gaussian_score_is_half_the_true_one_which_the_code_computes():
 
     fd = central_differences(log_pi, theta[:n_net])
     assert rel_err(code, fd) <= FD_TOL
-    assert rel_err(note, 0.5 * code) <= 1e-15 and rel_err(note, fd) > 0.4
+    assert rel_err(note, 0.5 * code) <= 1e-13 and rel_err(note, fd) > 0.4
 
 
 @pytest.mark.parametrize("head_name", HEADS)
