@@ -98,7 +98,7 @@ DEFAULTS = {
     "ppo": dict(_PPO, anneal_clip=True),  # rl-zoo's tuned CartPole PPO
     "ppo-penalty": dict(_PPO, d_targ=0.02, beta=1.0),  # docs/results.md: why 0.02, not the PPO paper's 0.01
     "trpo": _TRPO,
-    "npg": _TRPO,
+    "npg": dict(_TRPO, max_kl=0.005),  # no line search: the full step overshoots delta (docs/results.md)
     "vpg": dict(lr_pi=3e-3, v_iters=20, v_minibatch=256),
     "a2c": dict(lam=1.0, optimiser="rmsprop", lr_pi=7e-4, norm_adv=False),
     "reinforce": dict(lr_pi=3e-3, v_iters=20, v_minibatch=256),
