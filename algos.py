@@ -586,14 +586,14 @@ def ppo_penalty_objective(head, z, z_old, act, logp_old, A, beta):
     return L, dL_dz
 
 
-def ppo_epochs(agent, batch, hp, rng, frac, objective, stop_kl=0.0):
+def ppo_epochs(agent, batch, hp, rng, frac, objective, clip_v=0.0, stop_kl=0.0):
     """The shared PPO loop: hp.epochs passes of shuffled minibatches, each one optimiser step on
-    -L - c2 entropy + c1 value loss, with one global gradient-norm clip. objective(z, mb, A) -> (L, dL/dz).
-    Returns the flat samples, z_old and how many epochs ran."""
+    -L - c2 entropy + c1 value loss, with one global gradient-norm clip. objective(z, z_old, act, logp_old, A) ->
+    (L, dL/dz); clip_v > 0 clips the value loss around the old values by that much. Returns the flat samples,
+    z_old and how many epochs ran."""
     set_learning_rates(agent, hp, frac)
     s = prepare(batch, hp)
     pi, head, N = agent.pi, agent.pi.head, len(s.obs)
-    clip_eps = annealed_clip(hp, frac)  # for the value clip
     z_old, _ = pi.dist(s.obs)
     epochs_run = 0
     for epoch in range(hp.epochs):
@@ -606,9 +606,9 @@ def ppo_epochs(agent, batch, hp, rng, frac, objective, stop_kl=0.0):
                 dz -= hp.ent_coef * head.dentropy(z) / len(mb)            # entropy bonus c2 H
             v, hv = agent.v.forward(s.obs[mb])
             dv = v[:, 0] - s.v_target[mb]                                 # d/dV of 1/2 (V - V_target)^2
-            if hp.clip_vloss:  # max((V - R)^2, (V_clip - R)^2), V_clip = V_old + clip(V - V_old, -eps, eps)
-                v_clip = s.val_old[mb] + np.clip(v[:, 0] - s.val_old[mb], -clip_eps, clip_eps)
-                inside = np.abs(v[:, 0] - s.val_old[mb]) < clip_eps  # there d V_clip / dV = 1, outside 0
+            if clip_v > 0:  # max((V - R)^2, (V_clip - R)^2), V_clip = V_old + clip(V - V_old, -eps, eps)
+                v_clip = s.val_old[mb] + np.clip(v[:, 0] - s.val_old[mb], -clip_v, clip_v)
+                inside = np.abs(v[:, 0] - s.val_old[mb]) < clip_v  # there d V_clip / dV = 1, outside 0
                 dv = np.where((v_clip - s.v_target[mb]) ** 2 > dv ** 2, (v_clip - s.v_target[mb]) * inside, dv)
             grad_v, _ = agent.v.backward(hp.vf_coef * dv[:, None] / len(mb), hv)
             grad, _ = nets.clip_grad_norm(np.concatenate([pi.backward(dz, hs), grad_v]), hp.max_grad_norm)
@@ -634,7 +634,8 @@ def update_ppo(agent, batch, hp, rng, frac=1.0):
     def objective(z, z_old, act, logp_old, A):
         return ppo_clip_objective(agent.pi.head, z, act, logp_old, A, clip_eps)
 
-    s, z_old, epochs = ppo_epochs(agent, batch, hp, rng, frac, objective, stop_kl=hp.target_kl)
+    clip_v = clip_eps if hp.clip_vloss else 0.0
+    s, z_old, epochs = ppo_epochs(agent, batch, hp, rng, frac, objective, clip_v, stop_kl=hp.target_kl)
     z, _ = agent.pi.dist(s.obs)
     A = normalise(s.adv) if hp.norm_adv else s.adv
     L, _ = ppo_clip_objective(agent.pi.head, z, s.act, s.logp_old, A, clip_eps)

@@ -17,7 +17,6 @@ the checkpoint's checks, resume, --seeds) is in runs.py; the command line is gen
 """
 import functools
 import json
-import math
 import os
 import signal
 import subprocess
@@ -449,7 +448,7 @@ def train(tr, out, resumed=None, overwrite=False, quiet=False):
     run = tr.run
     with runs.RunFolder(out, tr, PROGRESS_COLUMNS, resumed, overwrite, errors=(vecenv.EnvError,)) as folder:
         say(header(tr, out, resumed))
-        log_every = run.log_every or max(1, math.ceil((tr.iters or 40) / 40))
+        shown = -1  # with log_every 0: about 40 lines, one each time another fortieth of the run is done
         try:
             tr.start()
             while not tr.done() and not folder.stopping:
@@ -457,8 +456,10 @@ def train(tr, out, resumed=None, overwrite=False, quiet=False):
                     info = tr.iteration()
                 row = progress_row(tr, info)
                 folder.log(row)
-                if tr.it % log_every == 0 or tr.done():
+                tick = int(40 * (1 - tr.frac()))
+                if (tr.it % run.log_every == 0 if run.log_every else tick > shown) or tr.done():
                     say(console_line(tr, row))
+                shown = max(shown, tick)
                 if not tr.done():
                     folder.save_if_due(run.save_every_s)
             folder.save()

@@ -670,7 +670,7 @@ def ref_ppo(tw, b, hp, seed, frac, objective, beta=0.0, stop_kl=0.0):
                 stats["entropy_part"] = max(stats["entropy_part"], np.abs(hp.ent_coef * tw.head.dentropy(z[k])).max())
                 # d/dV of 1/2 lv_t
                 dlv = V[k] - ret[i]
-                if hp.clip_vloss:
+                if hp.clip_vloss and objective == "clip":  # PPO-Penalty does not read clip_vloss (used_by)
                     V_clip = val_old[i] + min(max(V[k] - val_old[i], -eps), eps)
                     if (V_clip - ret[i]) ** 2 > (V[k] - ret[i]) ** 2:  # the max is the clipped term
                         inside = -eps < V[k] - val_old[i] < eps  # then V_clip = V but for round-off
@@ -782,7 +782,7 @@ PENALTY_CASES = {  # name -> (Hyper fields, the beta carried by the agent from a
 @pytest.mark.parametrize("head_name", HEADS)
 def test_ppo_penalty_update_and_its_beta_rule_equal_001_method_1(head_name, case):
     fields, beta0, direction = PENALTY_CASES[case]
-    hp = hyper(gamma=0.9, lam=0.8, beta=0.7, epochs=2, minibatch=10, ent_coef=0.01, clip_vloss=True,
+    hp = hyper(gamma=0.9, lam=0.8, beta=0.7, epochs=2, minibatch=10, ent_coef=0.01,
                      max_grad_norm=0.5, **fields)
     agent, tw = make_agent(head_name), Twin(head_name)
     agent.beta = beta0  # None: a first update, which starts from hp.beta
