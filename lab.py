@@ -1,4 +1,4 @@
-"""lab.py -- the variance lab, and the pictures of runs (--plot).
+"""lab.py -- the variance lab (python minipg.py --lab variance, which runs this file as a program).
 
 The variance lab: what the notes claim about the policy-gradient estimator, measured on a real task.
 

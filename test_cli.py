@@ -1,5 +1,5 @@
 """The command line and the files of a run (minipg.py): what a run writes, bad input, damaged checkpoints, run
-folders and their lock, Ctrl-C and resume, --seeds, --help and --plot. Each claim here is one the README makes."""
+folders and their lock, Ctrl-C and resume, --seeds, --help and --plot. Each claim here is one docs/cli.md makes."""
 import csv
 import json
 import os

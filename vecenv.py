@@ -133,7 +133,7 @@ class ProcEnvs:
     halves have answered, so the two stay in step."""
 
     def __init__(self, make_env, n, obs_dim, act_dim, near=None):
-        # This process also runs the policy, so it keeps the smaller share, 3 of 8 envs (bench/halfcheetah.md):
+        # This process also runs the policy, so it keeps the smaller share, 3 of 8 envs (bench/rollout.md):
         # near envs here, the other f in the child
         near = max(1, 3 * n // 8) if near is None else near
         ctx, f = multiprocessing.get_context("spawn"), n - near  # spawn: no fork of this process's threads
