@@ -36,7 +36,8 @@ MODES = {
     "plot": (dict(nargs="+", metavar="DIR"), "learning_curve.png of runs or --seeds folders, in --out or beside them"),
     "resume": (dict(metavar="DIR"), "continue the run in DIR from its last checkpoint; --steps N extends it to N"),
     "lab": (dict(choices=["variance"]), "the variance lab (lab.py) on --env: tables and pictures in --out"),
-    "exercise": (dict(metavar="NAME"), "coursework (exercises.py): list | NAME | bug | reveal | set, with --out"),
+    "exercise": (dict(metavar="NAME"), "coursework (exercises.py): list [--markdown] | NAME --out DIR | bug --seed N "
+                                       "--out DIR | reveal --seed N | set --out DIR [--only a,b]"),
 }
 CHOICES = {"algo": tuple(algos.UPDATES), "phi": ("return", "rtg"), "baseline": ("none", "mean", "optimal", "v"),
            "beta_rule": ("ppo", "additive"), "optimiser": tuple(nets.OPTIMISERS), "activation": nets.ACTIVATIONS,
@@ -315,7 +316,7 @@ def only(given, allowed, mode):
 
 def check_modes(modes, given):
     """The rules between the mode flags. Returns the mode chosen (None: one training run)."""
-    chosen = [m for m in ("eval", "plot", "resume", "lab", "seeds", "exercise") if modes[m]]
+    chosen = [m for m in ("eval", "plot", "resume", "lab", "seeds") if modes[m]]
     rules = [(len(chosen) > 1, f"choose one of --{' and --'.join(chosen)}"),
              (modes["video"] and not modes["eval"], "--video goes with --eval"),
              (modes["render"] and not modes["eval"], "--render goes with --eval"),
@@ -327,7 +328,6 @@ def check_modes(modes, given):
         if bad:
             raise UsageError(message)
     takes = {"eval": ("env", "eval_episodes", "seed"), "plot": ("out",), "lab": ("env", "seed", "out"),
-             "exercise": ("out", "seed"),
              "resume": ("steps", "eval_episodes", "save_every_s", "log_every")}
     if chosen and chosen[0] in takes:
         only(given, takes[chosen[0]], f"--{chosen[0]}" + (" (a run keeps its config)" * (chosen[0] == "resume")))
