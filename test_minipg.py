@@ -856,3 +856,12 @@ def test_an_update_refuses_a_batch_of_the_wrong_shapes_with_one_clear_error(algo
     with pytest.raises(ValueError, match=re.escape(says)):
         algos.UPDATES[algo](agent, b, algos.Hyper(epochs=1, minibatch=8, v_iters=1, v_minibatch=8), np.random.default_rng(0))
     assert np.array_equal(agent.pi.theta, theta)
+
+
+def test_the_agent_gives_each_optimiser_its_own_learning_rate_and_epsilon():
+    """nets.Agent(lr_pi, lr_v, eps): the policy's optimiser takes lr_pi, the critic's lr_v (an own loop that does
+    not go through algos.set_learning_rates relies on it), both the optimiser and eps asked for."""
+    for name, cls in nets.OPTIMISERS.items():
+        agent = nets.Agent(3, nets.Categorical(2), hidden=(4,), optimiser=name, lr_pi=0.01, lr_v=0.2, eps=1e-3)
+        assert type(agent.opt_pi) is cls and type(agent.opt_v) is cls
+        assert (agent.opt_pi.lr, agent.opt_v.lr, agent.opt_pi.eps, agent.opt_v.eps) == (0.01, 0.2, 1e-3, 1e-3)
