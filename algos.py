@@ -129,7 +129,7 @@ def set_learning_rates(agent, hp, frac):
 
 @dataclass
 class Batch:
-    """One rollout of E envs for T steps: what every update but REINFORCE reads. minipg.collect fills it; so can
+    """One rollout of E envs for T steps: what every update but REINFORCE reads. minipg's Trainer.collect fills it; so can
     your own loop (gymnasium's vector envs with autoreset_mode=SAME_STEP give final_obs for final_val)."""
     obs: np.ndarray         # (T, E, obs_dim) s_t
     act: np.ndarray         # (T, E) int, or (T, E, A) float (unclipped, as sampled)
@@ -172,7 +172,8 @@ class Batch:
 class Episodes:
     """N_tau whole episodes, each from reset to its end, drawn i.i.d. from pi_theta: what REINFORCE reads
     (000 §Deriving the Simplest Policy Gradient: the mean over a set of trajectories D = {tau_i}). Rows are steps,
-    each episode's rows contiguous and in time order. minipg.collect_episodes fills it; so can your own loop."""
+    each episode's rows contiguous and in time order. minipg's Trainer.collect_episodes fills it; so can your own
+    loop."""
     obs: np.ndarray   # (N, obs_dim) s_t
     act: np.ndarray   # (N,) int, or (N, A) float
     logp: np.ndarray  # (N,) log pi_theta_old(a_t|s_t)
@@ -646,7 +647,8 @@ def update_ppo(agent, batch, hp, rng, frac=1.0):
 
 
 def update_ppo_penalty(agent, batch, hp, rng, frac=1.0):
-    """PPO-Penalty: maximise E_t[r_t A_t] - beta KL, then adapt beta to the measured KL (000, 001 §Method 1)."""
+    """PPO-Penalty (000 §Proximal Policy Optimization, 001 §Method 1): maximise E_t[r_t A_t] - beta KL, then adapt
+    beta to the measured KL."""
     if getattr(agent, "beta", None) is None:
         agent.beta = hp.beta
     beta = agent.beta

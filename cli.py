@@ -151,7 +151,7 @@ class Config:
     def defaults(self, algo, preset=""):
         """The values a plain --algo ALGO [--preset P] takes: the dataclasses' <- ALGO's <- the preset's."""
         base = {**dataclasses.asdict(self.run_cls()), **dataclasses.asdict(self.hyper_cls())}
-        return {**base, **self.algo_defaults[algo], **self.presets.get(preset, {})}
+        return {**base, **self.algo_defaults[algo], **self.presets.get(preset, {}), "algo": algo, "preset": preset}
 
     def field(self, name):
         return next(f for f in self.fields() if f.name == name)

@@ -14,7 +14,7 @@ Claims measured (one table each):
 J is undiscounted (gamma = 1) and the env's time limit is the horizon T of the notes (no bootstrap), so that
 R(tau), reward-to-go and every baseline estimate the same gradient, as in algos.update_reinforce.
 
-Design. Snapshots are minipg's PPO after 0 and 6400 env steps (a return of ~150 on CartPole: a trained policy's
+Design. Snapshots are minipg's PPO after 0 and 6400 env steps (a return of ~170 on CartPole: a trained policy's
 500-step episodes would cost 3x more). Per snapshot, three independent sets of whole episodes: n_fit episodes fit a
 fresh V_phi to R_hat_t and give the fixed baselines (mean and per-parameter optimal b) and the reference gradient
 (rtg - optimal b over all of them); n_batches batches of n_traj episodes give every estimator once per batch, all
@@ -35,7 +35,7 @@ import nets
 
 
 TINY = 1e-300
-LAB_SNAPSHOTS = (("untrained", 0), ("partly trained", 6400))  # PPO env steps; 6400 reaches a return of ~150
+LAB_SNAPSHOTS = (("untrained", 0), ("partly trained", 6400))  # PPO env steps; 6400 reaches a return of ~170
 HORIZONS = (1, 2, 5, 10, 20, 50, 100)
 QUADS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0)  # 1/2 dtheta^T F dtheta of the natural-gradient steps
 Z_MAX = 4.0  # |mean difference| within this many standard errors counts as "agrees"

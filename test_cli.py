@@ -165,6 +165,7 @@ BAD = [
     (["--eval", "test_cli.py"], "is not a policy file"),
     (["--eval", "README.md", "--seed", "1"], "is not a policy file"),
     (["--resume", "README.md"], "--resume takes the run's folder, not a file"),
+    (["--resume", ".", "--lr-pi", "0.1"], "--lr-pi has no effect with --resume (a run keeps its config)"),
 ]
 
 
@@ -211,6 +212,9 @@ def test_the_header_lists_what_differs_from_the_chosen_algorithms_defaults(tmp_p
     assert plain.returncode == 0, plain.stderr
     line = next(s for s in plain.stdout.splitlines() if "differs from the defaults of --algo ppo" in s)
     assert '"gamma"' not in line and '"lam"' not in line and '"num_envs": 2' in line and '"steps": 256' in line
+    for args, algo in ((["--algo", "trpo"], "trpo"), (["--algo", "ppo", "--preset", "pendulum"], "ppo --preset pendulum")):
+        run, hp = minipg.CONFIG.resolve(minipg.CONFIG.parse_args(args)[0])
+        assert minipg.CONFIG.differs(run, hp) == {}, (algo, minipg.CONFIG.differs(run, hp))
 
 
 def test_eval_of_a_live_run_says_it_is_live(tiny_run, capsys):
