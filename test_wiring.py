@@ -125,6 +125,18 @@ def record_batches(tr):
     return batches
 
 
+def three_recorded_iterations(tr, monkeypatch):
+    """Run tr for three iterations with its envs and its update recorded: (each env's log, the batches updated on)."""
+    logs = record_envs(monkeypatch)
+    mark_batches(tr, logs)
+    batches = record_batches(tr)
+    tr.start()
+    for _ in range(3):
+        tr.iteration()
+    tr.close()
+    return logs, batches
+
+
 def record_policy_inputs(tr):
     """The observations agent.act is given, one (E, obs_dim) array per vector step."""
     inputs, act = [], tr.agent.act
@@ -557,13 +569,7 @@ def test_logged_returns_are_the_sums_of_the_envs_raw_rewards_under_every_normali
     tr = trainer("test_wiring:Bounds-v0", algo=algo, **{**shape(algo), **({"num_episodes": 3} if algo == "reinforce"
                                                                            else {})},
                  steps=10 ** 4, norm_obs=norm_obs, norm_reward=norm_reward)
-    logs = record_envs(monkeypatch)
-    mark_batches(tr, logs)
-    batches = record_batches(tr)
-    tr.start()
-    for _ in range(3):
-        tr.iteration()
-    tr.close()
+    logs, batches = three_recorded_iterations(tr, monkeypatch)
     steps = [timeline(log) for log in logs]
     kept = []  # (last step, env, return, length), as the runner should log them
     for i in range(E):
@@ -602,13 +608,7 @@ def test_every_reinforce_episode_begins_at_an_observation_the_env_returned_from_
     and as long as the env's episode (so it ends where the env said it ended)."""
     E, N = 2, 3
     tr = trainer(env_id, algo="reinforce", num_envs=E, num_episodes=N, steps=10 ** 5, norm_obs="off")
-    logs = record_envs(monkeypatch)
-    mark_batches(tr, logs)
-    batches = record_batches(tr)
-    tr.start()
-    for _ in range(3):
-        tr.iteration()
-    tr.close()
+    logs, batches = three_recorded_iterations(tr, monkeypatch)
     first = np.cumsum([0] + shares(N, E))
     for k, d in enumerate(batches):
         assert d.n_tau == N and np.array_equal(np.unique(d.ep), np.arange(N))
